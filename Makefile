@@ -7,6 +7,7 @@ export UV_COMPILE_BYTECODE := 1
 export UV_LINK_MODE := hardlink
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE := 1
+export OMP_WAIT_POLICY ?= PASSIVE
 export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: help install demo test lint bench clean

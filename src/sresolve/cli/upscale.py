@@ -1,0 +1,74 @@
+"""``sresolve-upscale``: upscale an image or a folder with any weights file; variant and scale are inferred.
+
+Large images are tiled with overlap blending (bounded memory); see :mod:`sresolve.ops.tiling`.
+
+Example::
+
+    sresolve-upscale input=photos/ output=photos_x4/ weights=SAFMN_DF2K_x4.pth
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from sresolve.config import ConfigError, conf_dir
+
+log = logging.getLogger("sresolve.upscale")
+
+
+def run_upscale(cfg: DictConfig) -> list[Path]:
+    from sresolve.checkpoints import load_model
+    from sresolve.cli._common import describe, pick_device
+    from sresolve.data.io import list_images, read_image, write_image
+    from sresolve.ops.tiling import auto_tile, num_tiles, upscale
+
+    src, dst, weights = Path(str(cfg.input)), Path(str(cfg.output)), Path(str(cfg.weights))
+    if not weights.is_file():
+        raise ConfigError(f"weights={str(weights)!r}: no such file")
+    if src.is_dir():
+        files = list_images(src)
+    elif src.is_file():
+        files = [src]
+    else:
+        raise ConfigError(f"input={str(src)!r}: no such file or folder")
+    device = pick_device(str(cfg.device))
+    net = load_model(weights, key=cfg.key).to(device).eval()
+    align = int(getattr(net, "tile_align", 8))
+    log.info("%s from %s on %s", describe(net), weights, device)
+    written = []
+    for path in tqdm(files, desc="images", unit="img", disable=len(files) == 1):
+        img = read_image(path)
+        lr = img[None].to(device)
+        h, w = lr.shape[-2:]
+        tile = int(cfg.tile) if cfg.tile is not None else auto_tile(h, w, int(cfg.max_pixels), align)
+        total = num_tiles(h, w, tile, min(int(cfg.tile_overlap), tile - align), align) if tile else 1
+        with tqdm(total=total, desc=path.name, unit="tile", leave=False, disable=total == 1) as bar, torch.no_grad():
+            sr = upscale(net, lr, tile=tile, overlap=int(cfg.tile_overlap), out_device="cpu", progress=bar.update)
+        out = dst / f"{path.stem}{cfg.suffix}.png"
+        write_image(out, sr[0])
+        written.append(out)
+    print(f"wrote {len(written)} image(s) to {dst}")
+    return written
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="infer")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        run_upscale(cfg)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"sresolve-upscale: error: {err}") from None
+
+
+def main() -> None:
+    """Console entry point (``sresolve-upscale``)."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""``SRModule``: the LightningModule for paired (LR, HR) super-resolution, shared by every family that trains so.
+
+It follows BasicSR's ``SRModel`` semantics where they matter for reproducing papers:
+- iteration-based schedules: the LR scheduler steps per optimizer step (``interval: step``);
+- an exponential moving average of the weights, ``ema = d·ema + (1-d)·param`` after every optimizer step
+  (decay 0.999 in HAT/HMA/SAFMN), initialised as a copy of the network; validation and export use the EMA net;
+- validation PSNR/SSIM with the BasicSR/MATLAB protocol (8-bit rounding, Y channel, shave = scale), one metric pair
+  per validation set, reduced across DDP ranks as sum and count;
+- weights export in BasicSR's ``{'params', 'params_ema'}`` layout and as safetensors.
+
+Differences, on purpose: buffers of the EMA net are copied from the raw net (BasicSR leaves them at their initial
+value; for the constant index buffers of HAT/HMA the two agree), and the RNG states are saved in the checkpoint so a
+resumed run continues the same random stream.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sresolve import archs
+from sresolve.checkpoints import export_basicsr, load_state_dict, save_safetensors
+from sresolve.metrics import PSNRY, SSIMY
+from sresolve.models.losses import WeightedLoss
+from sresolve.ops.tiling import upscale
+
+
+def build_optimizer(params: Any, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """``model.optim``: ``name`` in {adam, adamw}, ``lr``, ``betas``, ``weight_decay``."""
+    name = str(cfg.get("name", "adam")).lower()
+    kwargs = {"lr": float(cfg["lr"]), "betas": tuple(cfg.get("betas", (0.9, 0.99))),
+              "weight_decay": float(cfg.get("weight_decay", 0.0))}
+    if name == "adam":
+        return torch.optim.Adam(params, **kwargs)
+    if name == "adamw":
+        return torch.optim.AdamW(params, **kwargs)
+    raise ValueError(f"model.optim.name: unknown optimizer {name!r}; allowed: ['adam', 'adamw']")
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: Mapping[str, Any], total_iter: int) -> Any:
+    """``model.sched``: ``name`` in {cosine, multistep, constant}, with optional linear ``warmup_iter``.
+
+    ``cosine`` decays from ``lr`` to ``eta_min`` over ``total_iter`` steps (BasicSR ``CosineAnnealingRestartLR`` with one
+    period and restart weight 1); ``multistep`` halves (``gamma``) at ``milestones`` given in iterations.
+    """
+    name = str(cfg.get("name", "cosine")).lower()
+    if name == "cosine":
+        main: Any = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_iter, eta_min=float(cfg.get("eta_min", 0)))
+    elif name == "multistep":
+        main = torch.optim.lr_scheduler.MultiStepLR(
+            opt, milestones=[int(m) for m in cfg["milestones"]], gamma=float(cfg.get("gamma", 0.5))
+        )
+    elif name == "constant":
+        main = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    else:
+        raise ValueError(f"model.sched.name: unknown scheduler {name!r}; allowed: ['cosine', 'multistep', 'constant']")
+    warmup = int(cfg.get("warmup_iter", 0) or 0)
+    if warmup <= 0:
+        return main
+    ramp = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+    return torch.optim.lr_scheduler.SequentialLR(opt, [ramp, main], milestones=[warmup])
+
+
+class SRModule(L.LightningModule):
+    """Paired SR training/validation/test around any registered network.
+
+    Args:
+        arch: registry name (``sresolve.archs.list_archs()``).
+        arch_kwargs: constructor arguments of the network (the paper's hyper-parameters, incl. ``scale``).
+        optim, sched: see :func:`build_optimizer`, :func:`build_scheduler`.
+        loss: weights of the pixel losses, e.g. ``{"l1": 1.0, "fft": 0.05}``.
+        ema_decay: EMA decay (0 disables the EMA net).
+        total_iter: number of optimizer steps of the recipe (the scheduler's horizon).
+        val: ``crop_border`` (default = scale), ``y_channel`` (True), ``tile``/``tile_overlap``/``max_pixels`` for
+            large validation images, ``log_images`` (how many val images per set to log as LR|SR|HR crops).
+        compile: ``torch.compile`` the network's training forward (checkpoints keep plain keys).
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        arch_kwargs: Mapping[str, Any],
+        optim: Mapping[str, Any],
+        sched: Mapping[str, Any],
+        loss: Mapping[str, float],
+        ema_decay: float = 0.999,
+        total_iter: int = 500_000,
+        val: Mapping[str, Any] | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = archs.create(arch, **dict(arch_kwargs))
+        self.scale = int(self.net.scale)
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
+        self.net_ema = copy.deepcopy(self.net).requires_grad_(False).eval() if ema_decay > 0 else None
+        self.criterion = WeightedLoss(loss)
+        val = dict(val or {})
+        self.crop_border = int(val.get("crop_border") if val.get("crop_border") is not None else self.scale)
+        self.y_channel = bool(val.get("y_channel", True))
+        self.val_tile = val.get("tile")
+        self.val_overlap = int(val.get("tile_overlap", 32))
+        self.val_max_pixels = val.get("max_pixels")
+        self.log_images = int(val.get("log_images", 1))
+        self.val_psnr = nn.ModuleList()
+        self.val_ssim = nn.ModuleList()
+        self.val_names: list[str] = []
+        self._image_rows: dict[int, Tensor] = {}
+
+    # ------------------------------------------------------------------ networks
+    @property
+    def eval_net(self) -> nn.Module:
+        """The network used for validation, test and export: the EMA net when there is one."""
+        return self.net_ema if self.net_ema is not None else self.net
+
+    def forward(self, lr: Tensor) -> Tensor:
+        return upscale(self.eval_net, lr, tile=self.val_tile, overlap=self.val_overlap, max_pixels=self.val_max_pixels)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.compile:
+            # Kept out of the module tree so state-dict keys never carry ``_orig_mod.``.
+            object.__setattr__(self, "_train_forward", torch.compile(self.net))
+        names = getattr(getattr(self.trainer, "datamodule", None), "val_names", None) if self._trainer else None
+        self.set_val_names(list(names) if names else ["val"])
+
+    def set_val_names(self, names: list[str]) -> None:
+        """One (PSNR, SSIM) metric pair per validation set."""
+        if names == self.val_names:
+            return
+        self.val_names = names
+        self.val_psnr = nn.ModuleList(PSNRY(self.crop_border, y_channel=self.y_channel) for _ in names)
+        self.val_ssim = nn.ModuleList(SSIMY(self.crop_border, y_channel=self.y_channel) for _ in names)
+        self.val_psnr.to(self.device)
+        self.val_ssim.to(self.device)
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        fwd = self.__dict__.get("_train_forward", self.net)
+        sr = fwd(batch["lr"])
+        total, parts = self.criterion(sr, batch["hr"])
+        if not torch.isfinite(total):
+            raise FloatingPointError(
+                f"non-finite loss {total.item()} at step {self.global_step}; lower model.optim.lr or check the data"
+            )
+        self.log("train/loss", total, prog_bar=True)
+        for name, value in parts.items():
+            self.log(f"train/l_{name}", value)
+        return total
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer step, then the EMA update — before any ``on_train_batch_end`` callback (checkpointing)."""
+        super().optimizer_step(*args, **kwargs)
+        if self.net_ema is not None:
+            self.update_ema()
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """``ema = d·ema + (1-d)·param`` over parameters; buffers copied."""
+        assert self.net_ema is not None
+        decay = float(self.hparams.ema_decay)
+        ema_params = dict(self.net_ema.named_parameters())
+        for name, param in self.net.named_parameters():
+            ema_params[name].lerp_(param.detach(), 1.0 - decay)
+        ema_buffers = dict(self.net_ema.named_buffers())
+        for name, buf in self.net.named_buffers():
+            ema_buffers[name].copy_(buf)
+
+    def configure_optimizers(self) -> Any:
+        opt = build_optimizer(self.net.parameters(), self.hparams.optim)
+        sched = build_scheduler(opt, self.hparams.sched, int(self.hparams.total_iter))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    # ------------------------------------------------------------------ validation / test
+    def _shared_eval(self, batch: Mapping[str, Any], dataloader_idx: int) -> Tensor:
+        lr, hr = batch["lr"], batch["hr"]
+        sr = self(lr)
+        if sr.shape != hr.shape:
+            name = batch.get("name", ["?"])
+            raise ValueError(f"SR output {tuple(sr.shape)} does not match HR {tuple(hr.shape)} for image {name}")
+        self.val_psnr[dataloader_idx].update(sr, hr)
+        self.val_ssim[dataloader_idx].update(sr, hr)
+        return sr
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        sr = self._shared_eval(batch, dataloader_idx)
+        if batch_idx < self.log_images and self.global_rank == 0:
+            self._image_rows[dataloader_idx * 1000 + batch_idx] = comparison_row(batch["lr"][0], sr[0], batch["hr"][0])
+
+    def on_validation_epoch_end(self) -> None:
+        for i, name in enumerate(self.val_names):
+            psnr, ssim = self.val_psnr[i].compute(), self.val_ssim[i].compute()
+            self.val_psnr[i].reset()
+            self.val_ssim[i].reset()
+            self.log(f"val/{name}/psnr", psnr.float(), sync_dist=False)
+            self.log(f"val/{name}/ssim", ssim.float(), sync_dist=False)
+            if i == 0:  # the first set is the one ModelCheckpoint tracks as ``val/psnr``
+                self.log("val/psnr", psnr.float(), prog_bar=True, sync_dist=False)
+        if self._image_rows:
+            self._log_images()
+            self._image_rows.clear()
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._shared_eval(batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        for i, name in enumerate(self.val_names):
+            self.log(f"test/{name}/psnr", self.val_psnr[i].compute().float())
+            self.log(f"test/{name}/ssim", self.val_ssim[i].compute().float())
+            self.val_psnr[i].reset()
+            self.val_ssim[i].reset()
+
+    def _log_images(self) -> None:
+        """LR (nearest-upsampled) | SR | HR crops: to wandb/TensorBoard when used, else PNGs in the run folder."""
+        from sresolve.data.io import write_image
+
+        grid = torch.cat([row for _, row in sorted(self._image_rows.items())], dim=1)
+        tag, step = "val/comparison", self.global_step
+        for logger in self.loggers:
+            exp = getattr(logger, "experiment", None)
+            if type(logger).__name__ == "WandbLogger":
+                logger.log_image(key=tag, images=[grid], step=step)
+                return
+            if hasattr(exp, "add_image"):
+                exp.add_image(tag, grid, step)
+                return
+        out_dir = Path(self.trainer.default_root_dir) / "val_images"
+        write_image(out_dir / f"{step:08d}.png", grid)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": _numpy_state_to_tensors(np.random.get_state()),
+            "python": _python_state_to_tensors(random.getstate()),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        np.random.set_state(_numpy_state_from_tensors(states["numpy"]))
+        random.setstate(_python_state_from_tensors(states["python"]))
+
+    def load_pretrained(self, path: str | Path, key: str | None = "params_ema", strict: bool = True) -> dict[str, list]:
+        """Initialise net (and EMA net) from a weights file, BasicSR ``pretrain_network_g`` semantics.
+
+        With ``strict=False`` keys whose shapes differ (e.g. the upsampler when fine-tuning ×4 from ×2) and missing or
+        unexpected keys are skipped and reported. Returns ``{"missing": [...], "unexpected": [...], "mismatched": [...]}``.
+        """
+        try:
+            state = load_state_dict(path, key=key)
+        except KeyError:
+            if key == "params_ema":  # BasicSR falls back to 'params'
+                state = load_state_dict(path, key=None)
+            else:
+                raise
+        own = self.net.state_dict()
+        mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        if strict and mismatched:
+            shapes = ", ".join(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:5])
+            raise ValueError(f"pretrain.path={path}: shape mismatch ({shapes}); set pretrain.strict=false to skip them")
+        state = {k: v for k, v in state.items() if k not in mismatched}
+        result = self.net.load_state_dict(state, strict=strict)
+        if self.net_ema is not None:
+            self.net_ema.load_state_dict(self.net.state_dict())
+        return {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys), "mismatched": mismatched}
+
+    def export_weights(self, out_dir: str | Path, stem: str = "net_g_latest") -> dict[str, Path]:
+        """Write ``<stem>.pth`` (BasicSR ``{'params', 'params_ema'}``) and ``<stem>.safetensors`` (EMA weights)."""
+        out_dir = Path(out_dir)
+        raw = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+        ema = {k: v.detach().cpu() for k, v in self.eval_net.state_dict().items()}
+        pth, st = out_dir / f"{stem}.pth", out_dir / f"{stem}.safetensors"
+        export_basicsr(pth, raw, ema if self.net_ema is not None else None)
+        save_safetensors(st, ema, metadata={"arch": str(self.hparams.arch), "scale": str(self.scale)})
+        return {"basicsr": pth, "safetensors": st}
+
+
+def comparison_row(lr: Tensor, sr: Tensor, hr: Tensor, crop: int = 192) -> Tensor:
+    """A 3×crop×3crop strip: the LR (nearest-upsampled) | SR | HR centre crops of one image, for logging."""
+    scale = hr.shape[-1] // lr.shape[-1]
+    up = torch.nn.functional.interpolate(lr[None].float(), scale_factor=scale, mode="nearest")[0]
+    h, w = hr.shape[-2:]
+    c = min(crop, h, w)
+    top, left = (h - c) // 2, (w - c) // 2
+    parts = [t[:, top : top + c, left : left + c].float().clamp(0, 1).cpu() for t in (up, sr, hr)]
+    return torch.cat(parts, dim=2)
+
+
+# RNG states as tensors/ints so checkpoints load with ``weights_only=True``.
+def _numpy_state_to_tensors(state: tuple) -> dict[str, Any]:
+    return {"keys": torch.from_numpy(state[1].astype(np.int64)), "pos": int(state[2]), "has_gauss": int(state[3]),
+            "gauss": float(state[4])}
+
+
+def _numpy_state_from_tensors(d: Mapping[str, Any]) -> tuple:
+    return ("MT19937", d["keys"].numpy().astype(np.uint32), int(d["pos"]), int(d["has_gauss"]), float(d["gauss"]))
+
+
+def _python_state_to_tensors(state: tuple) -> dict[str, Any]:
+    return {"version": int(state[0]), "internal": torch.tensor(state[1], dtype=torch.int64),
+            "gauss": state[2] if state[2] is None else float(state[2])}
+
+
+def _python_state_from_tensors(d: Mapping[str, Any]) -> tuple:
+    return (int(d["version"]), tuple(int(x) for x in d["internal"].tolist()), d["gauss"])

@@ -1,0 +1,159 @@
+"""Tiled inference with overlap blending, for images too large to upscale in one pass.
+
+Tiles are laid out in LR space with a fixed overlap; each tile is upscaled on its own and written into an HR canvas
+with a separable weight that is 0 within ``margin`` pixels of an inner tile edge and ramps linearly to 1 across the
+middle of the overlap. The two ramps of neighbouring tiles sum to exactly 1, so the result is a convex blend, and it
+equals the untiled output when ``margin`` (in LR px) is at least the network's receptive-field radius: every pixel
+with a non-zero weight was then computed with its full context. ``margin = overlap * (1 - blend) / 2``.
+Tile origins are multiples of ``align`` so that size-dependent pooling grids (SAFMN's adaptive pooling, window
+partitions) line up with those of the whole image. Unlike the official HAT ``tile_process``, errors are not
+swallowed, and tiles are blended, not hard-pasted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+
+def _starts(length: int, tile: int, overlap: int, align: int) -> list[int]:
+    """Tile origins along one axis: stride ``tile - overlap`` rounded down to ``align``; the last tile ends at the edge."""
+    if length <= tile:
+        return [0]
+    stride = max(align, (tile - overlap) // align * align)
+    starts = list(range(0, length - tile, stride))
+    last = (length - tile) // align * align
+    if last > starts[-1]:
+        starts.append(last)
+    return starts
+
+
+def _ramp(n: int, lo_neighbour: bool, hi_neighbour: bool, margin: float, width: float) -> Tensor:
+    """1-D weight of length ``n``: 0 within ``margin`` of an edge that has a neighbour, then a linear ramp of ``width``."""
+    pos = torch.arange(n, dtype=torch.float64) + 0.5
+    w = torch.ones(n, dtype=torch.float64)
+    if lo_neighbour:
+        w = torch.minimum(w, ((pos - margin) / width).clamp(0, 1))
+    if hi_neighbour:
+        w = torch.minimum(w, ((n - pos - margin) / width).clamp(0, 1))
+    return w
+
+
+def iter_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1) -> Iterator[tuple[int, int, int, int]]:
+    """Yield ``(top, left, h, w)`` LR tiles covering an ``height × width`` image; last tiles absorb the remainder."""
+    ys, xs = _starts(height, tile, overlap, align), _starts(width, tile, overlap, align)
+    for i, top in enumerate(ys):
+        h = height - top if i == len(ys) - 1 else tile
+        for j, left in enumerate(xs):
+            w = width - left if j == len(xs) - 1 else tile
+            yield top, left, h, w
+
+
+@torch.no_grad()
+def tiled_forward(
+    fn: Callable[[Tensor], Tensor],
+    lr: Tensor,
+    scale: int,
+    tile: int = 256,
+    overlap: int = 32,
+    blend: float = 0.5,
+    align: int = 8,
+    out_device: torch.device | str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Upscale ``lr`` (B×C×H×W) tile by tile with ``fn`` and blend the overlaps; returns B×C×sH×sW.
+
+    Args:
+        fn: the network (or any callable mapping an LR tile to its ×``scale`` output).
+        tile: LR tile side in pixels (the last row/column of tiles may be up to ``align - 1`` px larger).
+        overlap: LR pixels shared by neighbouring tiles.
+        blend: fraction of the overlap used for the linear cross-fade; the rest is a margin that is discarded.
+        align: tile origins are multiples of this (keep it a multiple of the network's pooling/window grid).
+        out_device: where the HR canvas lives (default: the input's device); use "cpu" to bound GPU memory.
+        progress: called with 1 after each tile (e.g. ``tqdm.update``).
+    """
+    if lr.ndim != 4:
+        raise ValueError(f"tiled_forward expects a B×C×H×W tensor, got shape {tuple(lr.shape)}")
+    if tile <= 0 or overlap < 0 or overlap >= tile:
+        raise ValueError(f"tile must be > 0 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+    if not 0.0 < blend <= 1.0:
+        raise ValueError(f"blend must be in (0, 1], got {blend}")
+    if align <= 0 or tile % align:
+        raise ValueError(f"tile ({tile}) must be a positive multiple of align ({align})")
+    b, _, height, width = lr.shape
+    if height <= tile and width <= tile:
+        out = fn(lr)
+        if progress is not None:
+            progress(1)
+        return out if out_device is None else out.to(out_device)
+    device = torch.device(out_device) if out_device is not None else lr.device
+    margin = overlap * (1.0 - blend) / 2.0 * scale
+    ramp_width = max(overlap * blend * scale, 1e-6)
+    canvas: Tensor | None = None
+    weight = torch.zeros(1, 1, height * scale, width * scale, dtype=torch.float64, device=device)
+    for top, left, h, w in iter_tiles(height, width, tile, overlap, align):
+        sr = fn(lr[:, :, top : top + h, left : left + w])
+        if sr.shape[-2:] != (h * scale, w * scale):
+            raise RuntimeError(f"network returned {tuple(sr.shape[-2:])} for a {h}×{w} tile at ×{scale}")
+        if canvas is None:
+            canvas = torch.zeros(b, sr.shape[1], height * scale, width * scale, dtype=torch.float64, device=device)
+        wy = _ramp(h * scale, top > 0, top + h < height, margin, ramp_width)
+        wx = _ramp(w * scale, left > 0, left + w < width, margin, ramp_width)
+        wt = (wy[:, None] * wx[None, :]).to(device)
+        ys, xs = slice(top * scale, (top + h) * scale), slice(left * scale, (left + w) * scale)
+        canvas[:, :, ys, xs] += sr.to(device, torch.float64) * wt
+        weight[:, :, ys, xs] += wt
+        if progress is not None:
+            progress(1)
+    assert canvas is not None
+    return (canvas / weight).to(lr.dtype)
+
+
+def num_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1) -> int:
+    """How many tiles :func:`tiled_forward` runs for an image of this size."""
+    if height <= tile and width <= tile:
+        return 1
+    return sum(1 for _ in iter_tiles(height, width, tile, overlap, align))
+
+
+def auto_tile(height: int, width: int, max_pixels: int, align: int = 8) -> int | None:
+    """Tile side for a pixel budget: ``None`` (no tiling) when the image fits, else the largest aligned square side."""
+    if height * width <= max_pixels:
+        return None
+    side = int(math.isqrt(max_pixels)) // align * align
+    return max(side, 4 * align)
+
+
+@torch.no_grad()
+def upscale(
+    net: torch.nn.Module,
+    lr: Tensor,
+    *,
+    tile: int | None = None,
+    overlap: int = 32,
+    max_pixels: int | None = None,
+    out_device: torch.device | str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Run an SR network on a B×3×H×W batch in [0,1], tiled when ``tile`` is set or the image exceeds ``max_pixels``.
+
+    The one inference path shared by validation, ``sresolve-test`` and ``sresolve-upscale``. The output is clamped to
+    [0, 1] (BasicSR clamps in ``tensor2img``); quantisation to 8 bits is left to the metrics / the image writer.
+    """
+    scale = int(getattr(net, "scale"))
+    align = int(getattr(net, "tile_align", 8))
+    if tile is None and max_pixels is not None:
+        tile = auto_tile(lr.shape[-2], lr.shape[-1], max_pixels, align)
+    if tile is None:
+        out = net(lr)
+        if progress is not None:
+            progress(1)
+    else:
+        tile = max(align, tile // align * align)
+        overlap = min(overlap, tile - align)
+        out = tiled_forward(net, lr, scale, tile=tile, overlap=overlap, align=align, out_device=out_device,
+                            progress=progress)
+    return out.clamp_(0.0, 1.0)

@@ -1,0 +1,50 @@
+"""Shared fixtures: Hydra composition of the real config tree with outputs under a temporary folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from sresolve.config import conf_dir
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def samples_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded sample images, written once per test session."""
+    from sresolve.data.samples import materialize_samples
+
+    root = tmp_path_factory.mktemp("datasets") / "samples"
+    materialize_samples(root)
+    return root
+
+
+def compose_cfg(config_name: str, overrides: list[str], output_dir: Path, data_dir: Path | None = None) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` like the CLI does, with ``paths.output_dir`` set to ``output_dir``."""
+    GlobalHydra.instance().clear()
+    extra = [f"paths.data_dir={data_dir}"] if data_dir is not None else []
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=[*extra, *overrides], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(samples_root: Path) -> Callable[..., DictConfig]:
+    def _make(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+        return compose_cfg(config_name, overrides, output_dir, data_dir=samples_root.parent)
+
+    return _make
