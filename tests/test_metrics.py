@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -139,8 +140,8 @@ def test_golden_astronaut_rgb_and_protocol(astronaut: tuple[torch.Tensor, torch.
     assert rgb["psnr"].item() == pytest.approx(GOLD_PSNR_RGB, abs=1e-8)
     assert rgb["ssim"].item() == pytest.approx(GOLD_SSIM_RGB, abs=1e-10)
     # each protocol step changes the numbers: the goldens catch a dropped shave
-    assert abs(psnr_y(sr, hr, 0).item() - GOLD_PSNR_Y) > 0.05
-    assert abs(ssim_y(sr, hr, 0).item() - GOLD_SSIM_Y) > 1e-3
+    assert abs(psnr_y(sr, hr, 0).item() - GOLD_PSNR_Y) > 0.01
+    assert abs(ssim_y(sr, hr, 0).item() - GOLD_SSIM_Y) > 1e-4
 
 
 def test_golden_matches_skimage_and_numpy_on_astronaut(astronaut: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -354,7 +355,7 @@ def test_bad_input_errors() -> None:
     with pytest.raises(ValueError, match=r"B×3×H×W.*sr \(32, 32\)"):
         psnr_y(torch.rand(32, 32), torch.rand(32, 32), 0)
     with pytest.raises(
-        ValueError, match=r"crop_border=11 leaves 10×10 px.*SSIM needs at least 11×11.*\(2, 3, 32, 32\)"
+        ValueError, match=r"crop_border=11 leaves 10×10 px.*sr \(2, 3, 32, 32\).*SSIM needs at least 11×11"
     ):
         ssim_y(a, a, 11)
     with pytest.raises(ValueError, match=r"crop_border=16 leaves 0×0 px.*PSNR"):
@@ -410,7 +411,9 @@ def _ddp_images() -> tuple[torch.Tensor, torch.Tensor]:
 def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size, timeout=timedelta(seconds=120)
+    )
     try:
         sr, hr = _ddp_images()
         shard = slice(0, 3) if rank == 0 else slice(3, 5)  # disjoint, unpadded: 3 + 2 images
@@ -428,11 +431,18 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
 def test_metric_ddp_two_processes_give_exact_dataset_mean(tmp_path: Path) -> None:
     import torch.multiprocessing as mp
 
-    # fork skips re-importing torch in the children (seconds on a loaded machine); spawn where fork does not exist
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
-    mp.start_processes(
-        _ddp_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True, start_method=method
+    # not fork: a child forked from this process deadlocks in the OpenMP pool the parent has used. A fork server
+    # imports torch and torchmetrics once and forks both ranks from that clean process (spawn would import twice).
+    mp.get_context("forkserver").set_forkserver_preload(["torch", "numpy", "pytest", "sresolve.metrics"])
+    ctx = mp.start_processes(
+        _ddp_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=False, start_method="forkserver"
     )
+    deadline = time.monotonic() + 240.0
+    while not ctx.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.kill()
+            pytest.fail("the 2-process gloo metric test did not finish within 240 s")
     sr, hr = _ddp_images()
     p, s = psnr_y(sr, hr, 4), ssim_y(sr, hr, 4)
     for rank, local in ((0, 3), (1, 2)):
