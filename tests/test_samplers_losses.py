@@ -28,8 +28,9 @@ def _batches(loader: ResumableDataLoader, n: int) -> list[torch.Tensor]:
 def test_resumed_loader_continues_the_same_stream() -> None:
     full = _batches(ResumableDataLoader(Echo(), ResumableSampler(10, seed=3), batch_size=3), 9)  # 3 per epoch
     for consumed in (1, 3, 4, 7):
-        resumed = _batches(ResumableDataLoader(Echo(), ResumableSampler(10, seed=3), batch_size=3,
-                                               start_batch=consumed), 9 - consumed)
+        resumed = _batches(
+            ResumableDataLoader(Echo(), ResumableSampler(10, seed=3), batch_size=3, start_batch=consumed), 9 - consumed
+        )
         for a, b in zip(full[consumed:], resumed, strict=True):
             assert torch.equal(a, b)
     # epochs differ, seeds differ
@@ -46,7 +47,7 @@ def test_stream_does_not_depend_on_workers() -> None:
 
 def test_rank_shards_are_disjoint_and_cover_the_epoch() -> None:
     shards = [[i for i, _ in ResumableSampler(12, seed=0, rank=r, world_size=3)] for r in range(3)]
-    assert sorted(sum(shards, [])) == list(range(12))
+    assert sorted(i for shard in shards for i in shard) == list(range(12))
     with pytest.raises(ValueError, match="rank"):
         ResumableSampler(12, rank=3, world_size=3)
     with pytest.raises(ValueError, match="no full batch"):

@@ -20,17 +20,26 @@ class LocalSR(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GELU(), nn.Conv2d(8, 8, 3, padding=1), nn.GELU(),
-                                  nn.Conv2d(8, 12, 3, padding=1), nn.PixelShuffle(2))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(8, 12, 3, padding=1),
+            nn.PixelShuffle(2),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
 
-@pytest.mark.parametrize(("height", "width", "tile", "overlap", "align"), [(50, 77, 16, 6, 1), (64, 64, 32, 8, 8),
-                                                                           (33, 100, 24, 8, 8), (10, 10, 16, 4, 1)])
-def test_tiles_cover_image_and_weights_partition_unity(height: int, width: int, tile: int, overlap: int,
-                                                       align: int) -> None:
+@pytest.mark.parametrize(
+    ("height", "width", "tile", "overlap", "align"),
+    [(50, 77, 16, 6, 1), (64, 64, 32, 8, 8), (33, 100, 24, 8, 8), (10, 10, 16, 4, 1)],
+)
+def test_tiles_cover_image_and_weights_partition_unity(
+    height: int, width: int, tile: int, overlap: int, align: int
+) -> None:
     cover = torch.zeros(height, width)
     for top, left, h, w in iter_tiles(height, width, tile, overlap, align):
         assert top % align == 0 and left % align == 0
@@ -49,7 +58,7 @@ def test_ramps_of_neighbours_sum_to_one() -> None:
     right_tile = _ramp(40, True, False, margin, width)
     shared = overlap * scale
     torch.testing.assert_close(left_tile[-shared:] + right_tile[:shared], torch.ones(shared, dtype=torch.float64))
-    assert left_tile[-int(margin):].eq(0).all() and right_tile[: int(margin)].eq(0).all()
+    assert left_tile[-int(margin) :].eq(0).all() and right_tile[: int(margin)].eq(0).all()
 
 
 def test_tiled_equals_untiled_when_margin_covers_receptive_field() -> None:

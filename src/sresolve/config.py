@@ -10,10 +10,22 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from sresolve.validation import check_int
+
 #: keys of a ``model/*.yaml`` that describe the training recipe; every other key is a constructor argument of the net.
 RECIPE_KEYS = frozenset(
-    {"arch", "batch_size", "lr_patch_size", "total_iter", "ema_decay", "compile", "optim", "sched", "loss",
-     "grad_checkpointing_layers"}
+    {
+        "arch",
+        "batch_size",
+        "lr_patch_size",
+        "total_iter",
+        "ema_decay",
+        "compile",
+        "optim",
+        "sched",
+        "loss",
+        "grad_checkpointing_layers",
+    }
 )
 
 
@@ -49,9 +61,7 @@ def split_model_cfg(model: Mapping[str, Any]) -> tuple[str, dict[str, Any], dict
 
 
 def _positive_int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
-    return value
+    return check_int(value, key, error=ConfigError)
 
 
 def world_size(trainer_cfg: Mapping[str, Any]) -> int:

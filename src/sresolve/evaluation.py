@@ -79,8 +79,14 @@ def evaluate(
                 result.names += list(names)
             if on_image is not None:
                 for i, name in enumerate(names):
-                    on_image(dataset, str(name), lr[i], sr[i] if sr is not None else None, hr[i],
-                             bic[i] if bic is not None else None)
+                    on_image(
+                        dataset,
+                        str(name),
+                        lr[i],
+                        sr[i] if sr is not None else None,
+                        hr[i],
+                        bic[i] if bic is not None else None,
+                    )
         if bicubic_baseline:
             results.append(base)
         if net is not None:
@@ -111,7 +117,9 @@ def write_results(results: list[Result], out_dir: Path, protocol: EvalProtocol, 
         w = csv.writer(f)
         w.writerow(["dataset", "method", "images", "psnr", "ssim", "protocol"])
         for r in results:
-            w.writerow([r.dataset, r.method, len(r.psnr), f"{r.mean_psnr:.6f}", f"{r.mean_ssim:.6f}", protocol.describe()])
+            w.writerow(
+                [r.dataset, r.method, len(r.psnr), f"{r.mean_psnr:.6f}", f"{r.mean_ssim:.6f}", protocol.describe()]
+            )
     per_image = out_dir / "per_image.csv"
     with per_image.open("w", newline="") as f:
         w = csv.writer(f)

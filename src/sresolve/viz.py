@@ -14,7 +14,7 @@ from sresolve.metrics import psnr_y
 
 
 def _to_uint8(img: Tensor) -> np.ndarray:
-    return (img.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
+    return img.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
 def most_detailed_region(hr: Tensor, size: int) -> tuple[int, int]:

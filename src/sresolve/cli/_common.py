@@ -32,15 +32,20 @@ def load_weights_into(net: nn.Module, path: str | Path, key: str | None = None) 
     own = net.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
         detail = "; ".join(
-            part for part in (
+            part
+            for part in (
                 f"missing {missing[:4]}{'...' if len(missing) > 4 else ''}" if missing else "",
                 f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}" if unexpected else "",
                 f"shape mismatch {shapes[:3]}" if shapes else "",
-            ) if part
+            )
+            if part
         )
         raise ConfigError(
             f"weights {path} do not fit the configured model ({type(net).__name__}, x{getattr(net, 'scale', '?')}): "

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from sresolve.data.degradation import imresize, modcrop
 from sresolve.data.io import list_images, read_image, read_image_uint8, to_uint8, write_image
+from sresolve.validation import check_int
 
 __all__ = ["extract_subimages", "main", "make_lr", "read_image_exact", "subimage_starts"]
 
@@ -243,24 +244,19 @@ def extract_subimages(
     return written, skipped
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_arg(minimum: int) -> Callable[[str], int]:
+    """argparse ``type=`` for an int >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            return check_int(int(text), "value", minimum=minimum)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+_positive_int, _non_negative_int = _int_arg(1), _int_arg(0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -65,8 +65,16 @@ def run_test(cfg: DictConfig) -> dict[str, Any]:
 
     log.info("evaluating %s on %s (%s)", describe(net), list(loaders), device)
     results = evaluate(
-        net, loaders, protocol, method=arch, bicubic_baseline=bool(cfg.bicubic_baseline), device=device,
-        tile=cfg.tile, tile_overlap=int(cfg.tile_overlap), max_pixels=cfg.max_pixels, on_image=on_image,
+        net,
+        loaders,
+        protocol,
+        method=arch,
+        bicubic_baseline=bool(cfg.bicubic_baseline),
+        device=device,
+        tile=cfg.tile,
+        tile_overlap=int(cfg.tile_overlap),
+        max_pixels=cfg.max_pixels,
+        on_image=on_image,
     )
     paths = write_results(results, out_dir, protocol, extra)
     table = results_markdown(results, protocol, extra)

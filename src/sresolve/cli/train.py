@@ -57,7 +57,7 @@ def build_datamodule(cfg: DictConfig) -> Any:
 
 
 def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
-    """``ckpt_path=last`` → this run's ``checkpoints/last.ckpt``. A fresh start archives old checkpoints (never lost)."""
+    """``ckpt_path=last`` → this run's ``checkpoints/last.ckpt``; a fresh start archives old checkpoints."""
     ckpt_dir = output_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if cfg.ckpt_path == "last":
@@ -73,6 +73,7 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, export weights, return the final validation metrics (for sweeps)."""
+    from sresolve.data.io import ImageReadError
     from sresolve.models.checkpoint_io import AtomicCheckpointIO
 
     validate_train_cfg(cfg)
@@ -82,18 +83,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg)
     ckpt_path = resolve_ckpt_path(cfg, output_dir)
     if cfg.pretrain.get("path") and ckpt_path is None:
-        report = module.load_pretrained(cfg.pretrain.path, key=cfg.pretrain.get("key"), strict=bool(cfg.pretrain.strict))
+        report = module.load_pretrained(
+            cfg.pretrain.path, key=cfg.pretrain.get("key"), strict=bool(cfg.pretrain.strict)
+        )
         log.info("initialised from %s: %s", cfg.pretrain.path, {k: len(v) for k, v in report.items()})
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     if not loggers:  # nothing to monitor into (logger=none)
         callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                     plugins=[AtomicCheckpointIO()])
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
     if trainer.is_global_zero:
         run_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         OmegaConf.save(run_cfg, output_dir / "config.yaml", resolve=True)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except (FileNotFoundError, ImageReadError) as err:  # data missing or unreadable: name it, no traceback
+        raise ConfigError(f"data ({cfg.data.get('name', '?')}): {err}") from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if trainer.is_global_zero:
         if cfg.export:

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from sresolve.data.datasets import BenchmarkDataset, PairedImageDataset
+from sresolve.validation import check_bool, check_int
 
 __all__ = [
     "BENCHMARK_NAMES",
@@ -97,21 +98,14 @@ def _to_container(value: Any) -> Any:
 
 
 def _pos_int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key} must be a positive int, got {value!r}")
-    return value
+    return check_int(value, key)
 
 
 def _nonneg_int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{key} must be a non-negative int, got {value!r}")
-    return value
+    return check_int(value, key, minimum=0)
 
 
-def _bool(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{key} must be true or false, got {value!r}")
-    return value
+_bool = check_bool
 
 
 def _path(value: Any, key: str) -> Path:

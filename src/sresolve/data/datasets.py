@@ -28,6 +28,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from sresolve.data.io import image_size, list_images, read_image, read_image_uint8
 from sresolve.data.transforms import apply_augment, draw_augment, paired_random_crop, random_crop
+from sresolve.validation import check_int
 
 __all__ = ["BenchmarkDataset", "ImageFolderPairDataset", "PairedImageDataset", "find_lr_file", "resolve_lr_dir"]
 
@@ -38,9 +39,7 @@ _GIB = float(1 << 30)
 
 
 def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+    return check_int(value, name)
 
 
 def _as_path_list(value: PathLike | Sequence[PathLike], name: str) -> list[Path]:

@@ -36,8 +36,11 @@ from sresolve.ops.tiling import upscale
 def build_optimizer(params: Any, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     """``model.optim``: ``name`` in {adam, adamw}, ``lr``, ``betas``, ``weight_decay``."""
     name = str(cfg.get("name", "adam")).lower()
-    kwargs = {"lr": float(cfg["lr"]), "betas": tuple(cfg.get("betas", (0.9, 0.99))),
-              "weight_decay": float(cfg.get("weight_decay", 0.0))}
+    kwargs = {
+        "lr": float(cfg["lr"]),
+        "betas": tuple(cfg.get("betas", (0.9, 0.99))),
+        "weight_decay": float(cfg.get("weight_decay", 0.0)),
+    }
     if name == "adam":
         return torch.optim.Adam(params, **kwargs)
     if name == "adamw":
@@ -48,12 +51,14 @@ def build_optimizer(params: Any, cfg: Mapping[str, Any]) -> torch.optim.Optimize
 def build_scheduler(opt: torch.optim.Optimizer, cfg: Mapping[str, Any], total_iter: int) -> Any:
     """``model.sched``: ``name`` in {cosine, multistep, constant}, with optional linear ``warmup_iter``.
 
-    ``cosine`` decays from ``lr`` to ``eta_min`` over ``total_iter`` steps (BasicSR ``CosineAnnealingRestartLR`` with one
+    ``cosine`` decays from ``lr`` to ``eta_min`` over ``total_iter`` steps (BasicSR ``CosineAnnealingRestartLR``, one
     period and restart weight 1); ``multistep`` halves (``gamma``) at ``milestones`` given in iterations.
     """
     name = str(cfg.get("name", "cosine")).lower()
     if name == "cosine":
-        main: Any = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_iter, eta_min=float(cfg.get("eta_min", 0)))
+        main: Any = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=total_iter, eta_min=float(cfg.get("eta_min", 0))
+        )
     elif name == "multistep":
         main = torch.optim.lr_scheduler.MultiStepLR(
             opt, milestones=[int(m) for m in cfg["milestones"]], gamma=float(cfg.get("gamma", 0.5))
@@ -258,7 +263,7 @@ class SRModule(L.LightningModule):
         """Initialise net (and EMA net) from a weights file, BasicSR ``pretrain_network_g`` semantics.
 
         With ``strict=False`` keys whose shapes differ (e.g. the upsampler when fine-tuning ×4 from ×2) and missing or
-        unexpected keys are skipped and reported. Returns ``{"missing": [...], "unexpected": [...], "mismatched": [...]}``.
+        unexpected keys are skipped and reported. Returns ``{"missing", "unexpected", "mismatched"}`` key lists.
         """
         try:
             state = load_state_dict(path, key=key)
@@ -270,13 +275,19 @@ class SRModule(L.LightningModule):
         own = self.net.state_dict()
         mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
         if strict and mismatched:
-            shapes = ", ".join(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:5])
+            shapes = ", ".join(
+                f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:5]
+            )
             raise ValueError(f"pretrain.path={path}: shape mismatch ({shapes}); set pretrain.strict=false to skip them")
         state = {k: v for k, v in state.items() if k not in mismatched}
         result = self.net.load_state_dict(state, strict=strict)
         if self.net_ema is not None:
             self.net_ema.load_state_dict(self.net.state_dict())
-        return {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys), "mismatched": mismatched}
+        return {
+            "missing": list(result.missing_keys),
+            "unexpected": list(result.unexpected_keys),
+            "mismatched": mismatched,
+        }
 
     def export_weights(self, out_dir: str | Path, stem: str = "net_g_latest") -> dict[str, Path]:
         """Write ``<stem>.pth`` (BasicSR ``{'params', 'params_ema'}``) and ``<stem>.safetensors`` (EMA weights)."""
@@ -302,8 +313,12 @@ def comparison_row(lr: Tensor, sr: Tensor, hr: Tensor, crop: int = 192) -> Tenso
 
 # RNG states as tensors/ints so checkpoints load with ``weights_only=True``.
 def _numpy_state_to_tensors(state: tuple) -> dict[str, Any]:
-    return {"keys": torch.from_numpy(state[1].astype(np.int64)), "pos": int(state[2]), "has_gauss": int(state[3]),
-            "gauss": float(state[4])}
+    return {
+        "keys": torch.from_numpy(state[1].astype(np.int64)),
+        "pos": int(state[2]),
+        "has_gauss": int(state[3]),
+        "gauss": float(state[4]),
+    }
 
 
 def _numpy_state_from_tensors(d: Mapping[str, Any]) -> tuple:
@@ -311,8 +326,11 @@ def _numpy_state_from_tensors(d: Mapping[str, Any]) -> tuple:
 
 
 def _python_state_to_tensors(state: tuple) -> dict[str, Any]:
-    return {"version": int(state[0]), "internal": torch.tensor(state[1], dtype=torch.int64),
-            "gauss": state[2] if state[2] is None else float(state[2])}
+    return {
+        "version": int(state[0]),
+        "internal": torch.tensor(state[1], dtype=torch.int64),
+        "gauss": state[2] if state[2] is None else float(state[2]),
+    }
 
 
 def _python_state_from_tensors(d: Mapping[str, Any]) -> tuple:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 
 def _starts(length: int, tile: int, overlap: int, align: int) -> list[int]:
-    """Tile origins along one axis: stride ``tile - overlap`` rounded down to ``align``; the last tile ends at the edge."""
+    """Tile origins on one axis: stride ``tile - overlap`` rounded down to ``align``; the last tile ends at the edge."""
     if length <= tile:
         return [0]
     stride = max(align, (tile - overlap) // align * align)
@@ -32,7 +32,7 @@ def _starts(length: int, tile: int, overlap: int, align: int) -> list[int]:
 
 
 def _ramp(n: int, lo_neighbour: bool, hi_neighbour: bool, margin: float, width: float) -> Tensor:
-    """1-D weight of length ``n``: 0 within ``margin`` of an edge that has a neighbour, then a linear ramp of ``width``."""
+    """1-D weight of length ``n``: 0 within ``margin`` of an edge with a neighbour, then a linear ramp of ``width``."""
     pos = torch.arange(n, dtype=torch.float64) + 0.5
     w = torch.ones(n, dtype=torch.float64)
     if lo_neighbour:
@@ -123,7 +123,7 @@ def auto_tile(height: int, width: int, max_pixels: int, align: int = 8) -> int |
     """Tile side for a pixel budget: ``None`` (no tiling) when the image fits, else the largest aligned square side."""
     if height * width <= max_pixels:
         return None
-    side = int(math.isqrt(max_pixels)) // align * align
+    side = math.isqrt(max_pixels) // align * align
     return max(side, 4 * align)
 
 
@@ -143,7 +143,7 @@ def upscale(
     The one inference path shared by validation, ``sresolve-test`` and ``sresolve-upscale``. The output is clamped to
     [0, 1] (BasicSR clamps in ``tensor2img``); quantisation to 8 bits is left to the metrics / the image writer.
     """
-    scale = int(getattr(net, "scale"))
+    scale = int(net.scale)
     align = int(getattr(net, "tile_align", 8))
     if tile is None and max_pixels is not None:
         tile = auto_tile(lr.shape[-2], lr.shape[-1], max_pixels, align)
@@ -154,6 +154,7 @@ def upscale(
     else:
         tile = max(align, tile // align * align)
         overlap = min(overlap, tile - align)
-        out = tiled_forward(net, lr, scale, tile=tile, overlap=overlap, align=align, out_device=out_device,
-                            progress=progress)
+        out = tiled_forward(
+            net, lr, scale, tile=tile, overlap=overlap, align=align, out_device=out_device, progress=progress
+        )
     return out.clamp_(0.0, 1.0)
