@@ -126,8 +126,19 @@ def _fake_tree(root: Path, folders: dict[str, int], size: tuple[int, int] = (96,
 def test_df2k_layout_trains(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
     data = tmp_path / "datasets"
     _fake_tree(data, {"DF2K/DIV2K_train_HR": 2, "DF2K/Flickr2K_HR": 2, "benchmark/Set5/HR": 2})
-    cfg = make_cfg("train", [*TINY, "data=df2k", f"paths.data_dir={data}", "data.num_workers=0", "model.total_iter=2",
-                             "val_freq=2", "save_freq=2"], tmp_path / "run")
+    cfg = make_cfg(
+        "train",
+        [
+            *TINY,
+            "data=df2k",
+            f"paths.data_dir={data}",
+            "data.num_workers=0",
+            "model.total_iter=2",
+            "val_freq=2",
+            "save_freq=2",
+        ],
+        tmp_path / "run",
+    )
     metrics = train(cfg)
     assert set(metrics) == {"val/psnr", "val/Set5/psnr", "val/Set5/ssim"}
     missing = make_cfg("train", [*TINY, "data=df2k", f"paths.data_dir={tmp_path / 'nowhere'}"], tmp_path / "run2")
@@ -144,9 +155,26 @@ def test_benchmark_table_over_several_sets(make_cfg: Callable[..., DictConfig], 
     _fake_tree(data, {"benchmark/Set5/HR": 2, "benchmark/Set14/HR": 3}, size=(50, 62))  # not multiples of 4
     net = archs.create("safmn", scale=4, dim=16, n_blocks=1)
     export_basicsr(tmp_path / "w.pth", net.state_dict())
-    cfg = make_cfg("test", ["model.dim=16", "model.n_blocks=1", f"paths.data_dir={data}", f"ckpt={tmp_path / 'w.pth'}",
-                            "device=cpu"], tmp_path / "out")
+    cfg = make_cfg(
+        "test",
+        ["model.dim=16", "model.n_blocks=1", f"paths.data_dir={data}", f"ckpt={tmp_path / 'w.pth'}", "device=cpu"],
+        tmp_path / "out",
+    )
     out = run_test(cfg)
     rows = [(r.dataset, r.method, len(r.psnr)) for r in out["results"]]
     assert rows == [("Set5", "bicubic", 2), ("Set5", "safmn", 2), ("Set14", "bicubic", 3), ("Set14", "safmn", 3)]
     assert "GT modcrop 4" in out["table"] and (tmp_path / "out" / "results.csv").is_file()
+
+
+def test_lightning_checkpoint_writes_are_atomic(tmp_path: Path) -> None:
+    """A save that dies half-way (here: an unpicklable object) leaves the previous last.ckpt intact, no temp files."""
+    from sresolve.models.checkpoint_io import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 5}, target)
+    with pytest.raises(Exception):  # noqa: B017 - whatever pickle raises
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "bad": lambda: None}, target)
+    kept = torch.load(target, weights_only=True)
+    assert kept["global_step"] == 5 and torch.equal(kept["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
