@@ -78,7 +78,7 @@ def run_test(cfg: DictConfig) -> dict[str, Any]:
     )
     paths = write_results(results, out_dir, protocol, extra)
     table = results_markdown(results, protocol, extra)
-    print(table)
+    print("\n" + table)
     print(f"\nresults: {paths['markdown']} | {paths['csv']} | per image: {paths['per_image']}")
     return {"results": results, "paths": paths, "table": table}
 
