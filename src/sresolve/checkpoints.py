@@ -92,7 +92,8 @@ def _read_file(path: Path) -> Any:
             f"cannot read {path} as a plain weights file with weights_only=True ({detail}): it is corrupt, not a "
             f"PyTorch checkpoint, or a raw pickle that is not a plain weights file"
         ) from exc
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+    except (RuntimeError, OSError, EOFError, ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
+        # a corrupt file can fail anywhere inside the (weights-only) unpickler
         raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {type(exc).__name__}: {exc}") from exc
 
 

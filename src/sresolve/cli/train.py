@@ -78,6 +78,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     validate_train_cfg(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)

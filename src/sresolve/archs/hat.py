@@ -1,0 +1,855 @@
+"""HAT: Hybrid Attention Transformer for image super-resolution.
+
+Chen, Wang, Zhou, Qiao, Dong, "Activating More Pixels in Image Super-Resolution Transformer", CVPR 2023
+(https://arxiv.org/abs/2205.04437). Written from the paper and the facts in
+``/work/shared/specs/archs_hat_hma_safmn.md`` §1 (official repository XPixelGroup/HAT @1638a9a). Module names,
+parameter names and the two persistent int64 index buffers (``relative_position_index_SA``,
+``relative_position_index_OCA``) equal the official release, so the official ``HAT*_SRx*.pth`` files load with
+``strict=True`` (864 keys for HAT / HAT-S ×4, 1710 for HAT-L ×4).
+
+Structure (paper Fig. 3): shallow 3×3 conv → ``len(depths)`` residual hybrid attention groups (RHAG, §3.2), each made
+of HABs (window self-attention in parallel with a channel-attention conv block, Eq. 3-4; shifted windows on odd
+blocks), one overlapping cross-attention block (OCAB, §3.3) and a 3×3 conv with a residual → LayerNorm → 3×3 conv with
+the long skip → pixel-shuffle reconstruction. Inputs are normalised with the DIV2K RGB mean and ``img_range``.
+
+Differences from the official code (none changes the maths or the weights): any input size is accepted (reflect
+padding to a multiple of the window inside :meth:`HAT.forward`, output cropped, like the official test wrapper);
+attention runs through :func:`torch.nn.functional.scaled_dot_product_attention` with the relative bias (+ shift mask)
+as an additive float mask; the shift mask is built in the input dtype and cached per size (bf16/fp16 weights run);
+``grad_checkpointing`` really checkpoints each RHAG; the construction-time "window larger than ``img_size``" rule of the
+official blocks is not reproduced (with the official ``img_size=64`` it never triggers).
+
+Registered variants (spec §1.1): ``hat_s`` (C=144, β=24, squeeze 24), ``hat`` (C=180, β=3, squeeze 30), ``hat_l``
+(C=180, 12 RHAGs); all with 6 HABs/group, 6 heads, window 16, γ=0.5, α=0.01, mlp ratio 2.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from .layers import crop_to_scale, pad_to_multiple
+from .registry import arch_defaults, arch_family, list_archs, register_arch, register_detector
+
+__all__ = [
+    "CAB",
+    "HAB",
+    "HAT",
+    "OCAB",
+    "RHAG",
+    "ChannelAttention",
+    "WindowAttention",
+    "calculate_rpi_oca",
+    "calculate_rpi_sa",
+    "calculate_shift_mask",
+    "detect_hat",
+    "hat",
+    "hat_l",
+    "hat_s",
+    "window_attention",
+]
+
+#: DIV2K RGB mean subtracted from the input (spec §1.1).
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+#: Value added to the scores of token pairs from different regions of a shifted window (spec §1.3; not -inf).
+MASK_VALUE = -100.0
+_MASK_CACHE_SIZE = 8
+
+
+# ------------------------------------------------------------------------------------------------ index / mask helpers
+def calculate_rpi_sa(window_size: int) -> Tensor:
+    """Relative-position index of window self-attention (Swin formula, spec §1.3), shape ``(M², M²)`` int64.
+
+    ``index[p, q] = (r_p - r_q + M - 1) · (2M - 1) + (c_p - c_q + M - 1)`` for row-major tokens p, q of an M×M window.
+    """
+    m = window_size
+    r, c = torch.meshgrid(torch.arange(m), torch.arange(m), indexing="ij")
+    r, c = r.flatten(), c.flatten()
+    dr = r[:, None] - r[None, :] + (m - 1)
+    dc = c[:, None] - c[None, :] + (m - 1)
+    return dr * (2 * m - 1) + dc
+
+
+def calculate_rpi_oca(window_size: int, overlap_win_size: int) -> Tensor:
+    """Relative-position index of overlapping cross-attention (spec §1.3), shape ``(M², Mo²)`` int64.
+
+    Rows: query tokens of the M×M window; columns: key tokens of the Mo×Mo window (both row-major, not centred).
+    ``index = (r_k - r_q + M - Mo + 1) · (M + Mo - 1) + (c_k - c_q + M - Mo + 1)`` — key minus query, as in the
+    official release, so the index **contains negative entries**; they are wrapped modulo the table size at use time
+    (Python-style indexing), the stored buffer stays equal to the checkpoints' one.
+    """
+    m, mo = window_size, overlap_win_size
+    rq, cq = (t.flatten() for t in torch.meshgrid(torch.arange(m), torch.arange(m), indexing="ij"))
+    rk, ck = (t.flatten() for t in torch.meshgrid(torch.arange(mo), torch.arange(mo), indexing="ij"))
+    a = rk[None, :] - rq[:, None] + (m - mo + 1)
+    b = ck[None, :] - cq[:, None] + (m - mo + 1)
+    return a * (m + mo - 1) + b
+
+
+def calculate_shift_mask(
+    height: int, width: int, window_size: int, shift_size: int, dtype: torch.dtype, device: torch.device | str
+) -> Tensor:
+    """Additive SW-MSA mask ``(nW, M², M²)`` for a padded ``height × width`` feature map (Swin / spec §1.3).
+
+    The (rolled) map is cut into 9 regions by the row and column slices ``[0, -M), [-M, -s), [-s, end)``; inside a
+    window, token pairs of different regions get ``-100`` and the others ``0``.
+    """
+    m, s = window_size, shift_size
+    label = torch.zeros(height, width, device=device)
+    cuts = (slice(0, -m), slice(-m, -s), slice(-s, None))
+    n = 0
+    for hs in cuts:
+        for ws in cuts:
+            label[hs, ws] = n
+            n += 1
+    win = label.view(height // m, m, width // m, m).permute(0, 2, 1, 3).reshape(-1, m * m)
+    diff = win[:, None, :] - win[:, :, None]
+    return torch.zeros(diff.shape, dtype=dtype, device=device).masked_fill_(diff != 0, MASK_VALUE)
+
+
+def _window_partition(x: Tensor, m: int) -> Tensor:
+    """``(B, h, w, C)`` → ``(B·nW, M², C)``; windows ordered batch, window-row, window-col; tokens row-major."""
+    b, h, w, c = x.shape
+    return x.view(b, h // m, m, w // m, m, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, m * m, c)
+
+
+def _window_reverse(windows: Tensor, m: int, h: int, w: int) -> Tensor:
+    """Inverse of :func:`_window_partition`: ``(B·nW, M², C)`` → ``(B, h, w, C)``."""
+    c = windows.shape[-1]
+    b = windows.shape[0] // ((h // m) * (w // m))
+    return windows.view(b, h // m, w // m, m, m, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+
+
+def window_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """``softmax(q·kᵀ·d^-½ + bias)·v`` (paper Eq. 3 with the relative position bias B) through
+    :func:`~torch.nn.functional.scaled_dot_product_attention`, so that fused kernels are used where available.
+
+    ``q`` ``(..., Nq, d)``, ``k``/``v`` ``(..., Nk, d)``, ``bias`` broadcastable to ``(..., Nq, Nk)``; the bias is
+    cast to ``q``'s dtype.
+    """
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+
+
+def _relative_bias(table: Tensor, index: Tensor, rows: int, cols: int) -> Tensor:
+    """Gather ``table[index]`` as ``(heads, rows, cols)``; negative indices wrap (modulo), as Python indexing does."""
+    idx = index.reshape(-1) % table.shape[0]
+    return table[idx].view(rows, cols, -1).permute(2, 0, 1)
+
+
+# ------------------------------------------------------------------------------------------------ modules
+class DropPath(nn.Module):
+    """Stochastic depth (per sample), Huang et al. 2016; identity at eval or with ``p = 0``."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Mlp(nn.Module):
+    """Transformer feed-forward: ``fc2(GELU(fc1(x)))`` with ``int(dim·mlp_ratio)`` hidden units."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class ChannelAttention(nn.Module):
+    """Channel attention of RCAN (paper §3.2, CAB): global average pool, 1×1 conv ``C → C // squeeze``, ReLU,
+    1×1 conv back, sigmoid; the input is rescaled channel-wise. Attribute ``attention`` keeps the official indices."""
+
+    def __init__(self, dim: int, squeeze_factor: float) -> None:
+        super().__init__()
+        hidden = int(dim // squeeze_factor)
+        self.attention = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(dim, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, dim, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.attention(x)
+
+
+class CAB(nn.Module):
+    """Channel Attention Block (paper §3.2, Fig. 3): conv3×3 ``C → C // β``, GELU, conv3×3 back, channel attention.
+
+    ``β`` (compress_ratio) shrinks the conv branch to keep the HAB affordable.
+    """
+
+    def __init__(self, dim: int, compress_ratio: float, squeeze_factor: float) -> None:
+        super().__init__()
+        mid = int(dim // compress_ratio)
+        self.cab = nn.Sequential(
+            nn.Conv2d(dim, mid, 3, 1, 1),
+            nn.GELU(),
+            nn.Conv2d(mid, dim, 3, 1, 1),
+            ChannelAttention(dim, squeeze_factor),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.cab(x)
+
+
+class WindowAttention(nn.Module):
+    """(Shifted-)window multi-head self-attention with relative position bias (paper Eq. 3, Swin lineage).
+
+    ``Attention(Q, K, V) = SoftMax(QKᵀ/√d + B)V`` over the M² tokens of each window, ``B = table[rpi_SA]``; shifted
+    blocks add the SW-MSA mask. ``forward`` takes ``(B·nW, M², C)`` windows.
+    """
+
+    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.dim = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x: Tensor, rpi: Tensor, mask: Tensor | None = None) -> Tensor:
+        bw, n, c = x.shape
+        h = self.num_heads
+        q, k, v = self.qkv(x).view(bw, n, 3, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)  # (bw, heads, n, d)
+        bias = _relative_bias(self.relative_position_bias_table, rpi, n, n)  # (heads, n, n)
+        if mask is None:
+            out = window_attention(q, k, v, bias)
+        else:
+            nw = mask.shape[0]
+            shape = (bw // nw, nw, h, n, c // h)
+            full = bias.unsqueeze(0) + mask.unsqueeze(1).to(bias.dtype)  # (nW, heads, n, n)
+            out = window_attention(q.view(shape), k.view(shape), v.view(shape), full).view(bw, h, n, c // h)
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+
+
+class HAB(nn.Module):
+    """Hybrid Attention Block (paper §3.2, Eq. 3-4).
+
+    ``X_N = LN(X)``, ``X_M = (S)W-MSA(X_N) + α·CAB(X_N) + X`` (Eq. 3), ``Y = MLP(LN(X_M)) + X_M`` (Eq. 4), with
+    ``α = conv_scale`` and stochastic depth on the attention and MLP branches. ``shift_size > 0`` selects the shifted
+    windows (odd blocks). ``use_cab=False`` drops the CAB branch (ablation, paper Tab. 2).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift_size: int,
+        compress_ratio: float,
+        squeeze_factor: float,
+        conv_scale: float,
+        mlp_ratio: float,
+        drop_path: float = 0.0,
+        qkv_bias: bool = True,
+        use_cab: bool = True,
+    ) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.conv_scale = conv_scale
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias)
+        self.conv_block = CAB(dim, compress_ratio, squeeze_factor) if use_cab else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor, x_size: tuple[int, int], rpi_sa: Tensor, attn_mask: Tensor | None) -> Tensor:
+        h, w = x_size
+        b, _, c = x.shape
+        m, s = self.window_size, self.shift_size
+        shortcut = x
+        n = self.norm1(x).view(b, h, w, c)
+        if s > 0:
+            n_sh = torch.roll(n, shifts=(-s, -s), dims=(1, 2))
+            windows = self.attn(_window_partition(n_sh, m), rpi_sa, attn_mask)
+            attn = torch.roll(_window_reverse(windows, m, h, w), shifts=(s, s), dims=(1, 2))
+        else:
+            attn = _window_reverse(self.attn(_window_partition(n, m), rpi_sa, None), m, h, w)
+        x = shortcut + self.drop_path(attn.reshape(b, h * w, c))
+        if self.conv_block is not None:
+            conv = self.conv_block(n.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(b, h * w, c)
+            x = x + conv * self.conv_scale
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class OCAB(nn.Module):
+    """Overlapping Cross-Attention Block (paper §3.3, Fig. 5).
+
+    Queries come from non-overlapping M×M windows, keys/values from overlapping ``Mo × Mo`` windows with
+    ``Mo = M + int(γ·M)`` (the code's definition, HAT issue #15), extracted by ``nn.Unfold(Mo, stride M, padding
+    (Mo - M)/2)`` from the projected K/V (border windows see zero tokens, unmasked). Relative bias ``M² × Mo²`` from
+    ``table[rpi_OCA]``. Then ``x = proj(attn) + x``; ``x = MLP(LN(x)) + x`` (no drop path, no CAB).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        window_size: int,
+        overlap_ratio: float,
+        num_heads: int,
+        mlp_ratio: float,
+        qkv_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.overlap_win_size = window_size + int(window_size * overlap_ratio)
+        mo = self.overlap_win_size
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.unfold = nn.Unfold(kernel_size=(mo, mo), stride=window_size, padding=(mo - window_size) // 2)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((window_size + mo - 1) ** 2, num_heads))
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x: Tensor, x_size: tuple[int, int], rpi_oca: Tensor) -> Tensor:
+        h, w = x_size
+        b, _, c = x.shape
+        m, mo, nh = self.window_size, self.overlap_win_size, self.num_heads
+        d = c // nh
+        shortcut = x
+        qkv = self.qkv(self.norm1(x)).view(b, h, w, 3 * c)
+        q = _window_partition(qkv[..., :c], m)  # (b·nW, M², C)
+        kv = qkv[..., c:].permute(0, 3, 1, 2)  # (b, 2C, h, w): k channels then v channels
+        kv = self.unfold(kv)  # (b, 2C·Mo², nW), channel-major
+        nw = kv.shape[-1]
+        kv = kv.view(b, 2, c, mo * mo, nw).permute(1, 0, 4, 3, 2).reshape(2, b * nw, mo * mo, c)
+        k, v = kv.unbind(0)
+        q = q.view(-1, m * m, nh, d).transpose(1, 2)
+        k = k.reshape(-1, mo * mo, nh, d).transpose(1, 2)
+        v = v.reshape(-1, mo * mo, nh, d).transpose(1, 2)
+        bias = _relative_bias(self.relative_position_bias_table, rpi_oca, m * m, mo * mo)
+        out = window_attention(q, k, v, bias).transpose(1, 2).reshape(-1, m * m, c)
+        x = self.proj(_window_reverse(out, m, h, w).reshape(b, h * w, c)) + shortcut
+        return x + self.mlp(self.norm2(x))
+
+
+class AttenBlocks(nn.Module):
+    """The body of an RHAG: ``depth`` HABs (shift 0 on even, M/2 on odd blocks) followed by one OCAB."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        compress_ratio: float,
+        squeeze_factor: float,
+        conv_scale: float,
+        overlap_ratio: float,
+        mlp_ratio: float,
+        drop_path: Sequence[float],
+        qkv_bias: bool,
+        use_cab: bool,
+        use_ocab: bool,
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            HAB(
+                dim,
+                num_heads,
+                window_size,
+                0 if j % 2 == 0 else window_size // 2,
+                compress_ratio,
+                squeeze_factor,
+                conv_scale,
+                mlp_ratio,
+                drop_path[j],
+                qkv_bias,
+                use_cab,
+            )
+            for j in range(depth)
+        )
+        self.overlap_attn = OCAB(dim, window_size, overlap_ratio, num_heads, mlp_ratio, qkv_bias) if use_ocab else None
+
+    def forward(self, x: Tensor, x_size: tuple[int, int], params: Mapping[str, Tensor | None]) -> Tensor:
+        for blk in self.blocks:
+            x = blk(x, x_size, params["rpi_sa"], params["attn_mask"])
+        if self.overlap_attn is not None:
+            x = self.overlap_attn(x, x_size, params["rpi_oca"])  # type: ignore[arg-type]
+        return x
+
+
+class RHAG(nn.Module):
+    """Residual Hybrid Attention Group (paper §3.2, Fig. 3): ``x + conv3×3(HABs → OCAB)(x)`` on the token map.
+
+    ``resi_connection='identity'`` drops the conv (no ``conv`` keys).
+    """
+
+    def __init__(self, dim: int, resi_connection: str, **blocks_kwargs: Any) -> None:
+        super().__init__()
+        self.residual_group = AttenBlocks(dim, **blocks_kwargs)
+        self.conv = nn.Conv2d(dim, dim, 3, 1, 1) if resi_connection == "1conv" else nn.Identity()
+
+    def forward(self, x: Tensor, x_size: tuple[int, int], params: Mapping[str, Tensor | None]) -> Tensor:
+        h, w = x_size
+        b, _, c = x.shape
+        y = self.residual_group(x, x_size, params).transpose(1, 2).reshape(b, c, h, w)
+        return self.conv(y).flatten(2).transpose(1, 2) + x
+
+
+class _TokenNorm(nn.Module):
+    """Flatten ``(B, C, h, w)`` to tokens ``(B, hw, C)`` and LayerNorm them (the official ``patch_embed`` with
+    ``patch_size=1, patch_norm=True``: its only parameters are ``norm.weight/bias``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.flatten(2).transpose(1, 2))
+
+
+def _upsampler(scale: int, num_feat: int) -> nn.Sequential:
+    """Pixel-shuffle stages: one ``conv 3×3 → 4·F`` + ``PixelShuffle(2)`` per factor 2, or one ``9·F`` / ×3 stage."""
+    layers: list[nn.Module] = []
+    if scale & (scale - 1) == 0:
+        for _ in range(int(math.log2(scale))):
+            layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
+    else:  # scale == 3 (validated by the caller)
+        layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
+    return nn.Sequential(*layers)
+
+
+def _check_pos_int(name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"HAT: {name} must be an int >= 1, got {value!r}")
+    return value
+
+
+class HAT(nn.Module):
+    """Hybrid Attention Transformer (Chen et al., CVPR 2023), classical SR with pixel-shuffle reconstruction.
+
+    Args:
+        scale: upscale factor (1, 3 or a power of 2).
+        embed_dim: feature channels C.
+        depths: number of HABs in each RHAG.
+        num_heads: attention heads in each RHAG (C must be divisible by each).
+        window_size: attention window M (the input is padded to a multiple of it; also ``tile_align``).
+        compress_ratio: CAB compression β (conv branch width ``C // β``).
+        squeeze_factor: channel-attention squeeze factor (``C // squeeze``).
+        conv_scale: α, weight of the CAB branch (Eq. 3).
+        overlap_ratio: γ, OCAB key window ``Mo = M + int(γ·M)``; ``int(γ·M)`` must be even.
+        mlp_ratio: MLP expansion.
+        drop_path_rate: maximum stochastic-depth rate (linear over all HABs).
+        use_cab: keep the CAB branch of the HABs (``False`` removes it and its keys).
+        use_ocab: keep the OCAB of each RHAG (``False`` removes it, its keys and ``relative_position_index_OCA``).
+        grad_checkpointing: checkpoint each RHAG while training (less memory, one extra forward).
+        img_range: pixel range multiplier of the normalisation.
+        num_feat: channels of the reconstruction head (64 in the official code).
+        resi_connection: ``'1conv'`` (official) or ``'identity'``.
+        qkv_bias: bias of the q/k/v projections.
+
+    Input ``(B, 3, H, W)`` RGB in [0, 1], any ``H, W >= 1``; output ``(B, 3, H·s, W·s)``, not clamped.
+    """
+
+    in_channels: int = 3
+    out_channels: int = 3
+
+    def __init__(
+        self,
+        scale: int = 4,
+        embed_dim: int = 180,
+        depths: Sequence[int] = (6, 6, 6, 6, 6, 6),
+        num_heads: Sequence[int] = (6, 6, 6, 6, 6, 6),
+        window_size: int = 16,
+        compress_ratio: float = 3,
+        squeeze_factor: float = 30,
+        conv_scale: float = 0.01,
+        overlap_ratio: float = 0.5,
+        mlp_ratio: float = 2.0,
+        drop_path_rate: float = 0.1,
+        use_cab: bool = True,
+        use_ocab: bool = True,
+        grad_checkpointing: bool = False,
+        img_range: float = 1.0,
+        num_feat: int = 64,
+        resi_connection: str = "1conv",
+        qkv_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        scale = _check_pos_int("scale", scale)
+        if scale != 3 and scale & (scale - 1):
+            raise ValueError(f"HAT: scale must be 1, 3 or a power of 2 (pixel-shuffle upsampler), got {scale}")
+        embed_dim = _check_pos_int("embed_dim", embed_dim)
+        window_size = _check_pos_int("window_size", window_size)
+        num_feat = _check_pos_int("num_feat", num_feat)
+        if window_size < 2:
+            raise ValueError(f"HAT: window_size must be >= 2 (shifted windows use M // 2), got {window_size}")
+        depths = [_check_pos_int("depths[i]", d) for d in depths]
+        num_heads = [_check_pos_int("num_heads[i]", h) for h in num_heads]
+        if not depths or len(depths) != len(num_heads):
+            raise ValueError(
+                f"HAT: depths and num_heads must be non-empty lists of the same length (one entry per RHAG), "
+                f"got depths={depths}, num_heads={num_heads}"
+            )
+        for i, h in enumerate(num_heads):
+            if embed_dim % h:
+                raise ValueError(f"HAT: embed_dim={embed_dim} must be divisible by num_heads[{i}]={h}")
+        if not overlap_ratio >= 0:
+            raise ValueError(f"HAT: overlap_ratio must be >= 0, got {overlap_ratio!r}")
+        overlap = int(window_size * overlap_ratio)
+        if use_ocab and overlap % 2:
+            # nn.Unfold(Mo, stride M, padding floor((Mo-M)/2)) on a side n·M yields n windows iff Mo - M is even
+            raise ValueError(
+                f"HAT: window_size={window_size} and overlap_ratio={overlap_ratio} give an OCAB overlap "
+                f"int(window_size * overlap_ratio) = {overlap}, which must be even so that the unfolded key/value "
+                f"windows match the query windows (e.g. window_size divisible by 4 for overlap_ratio 0.5)"
+            )
+        if use_cab:
+            if not compress_ratio > 0 or int(embed_dim // compress_ratio) < 1:
+                raise ValueError(
+                    f"HAT: compress_ratio={compress_ratio!r} must be > 0 with embed_dim // compress_ratio >= 1 "
+                    f"(embed_dim={embed_dim})"
+                )
+            if not squeeze_factor > 0 or int(embed_dim // squeeze_factor) < 1:
+                raise ValueError(
+                    f"HAT: squeeze_factor={squeeze_factor!r} must be > 0 with embed_dim // squeeze_factor >= 1 "
+                    f"(embed_dim={embed_dim})"
+                )
+        if int(embed_dim * mlp_ratio) < 1:
+            raise ValueError(f"HAT: mlp_ratio={mlp_ratio!r} gives int(embed_dim * mlp_ratio) < 1")
+        if not 0 <= drop_path_rate < 1:
+            raise ValueError(f"HAT: drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
+        if resi_connection not in ("1conv", "identity"):
+            raise ValueError(f"HAT: resi_connection must be '1conv' or 'identity', got {resi_connection!r}")
+        if not img_range > 0:
+            raise ValueError(f"HAT: img_range must be > 0, got {img_range!r}")
+
+        self.scale = scale
+        self.embed_dim = embed_dim
+        self.depths = list(depths)
+        self.num_heads = list(num_heads)
+        self.window_size = window_size
+        self.tile_align = window_size
+        self.shift_size = window_size // 2
+        self.overlap_ratio = overlap_ratio
+        self.use_cab = bool(use_cab)
+        self.use_ocab = bool(use_ocab)
+        self.grad_checkpointing = bool(grad_checkpointing)
+        self.img_range = float(img_range)
+        self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
+        self._mask_cache: dict[tuple[int, int, torch.dtype, torch.device], Tensor] = {}
+
+        self.register_buffer("relative_position_index_SA", calculate_rpi_sa(window_size))
+        if self.use_ocab:
+            self.register_buffer("relative_position_index_OCA", calculate_rpi_oca(window_size, window_size + overlap))
+        else:
+            self.relative_position_index_OCA = None
+
+        self.conv_first = nn.Conv2d(3, embed_dim, 3, 1, 1)
+        self.patch_embed = _TokenNorm(embed_dim)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList()
+        for i, (depth, heads) in enumerate(zip(depths, num_heads, strict=True)):
+            start = sum(depths[:i])
+            self.layers.append(
+                RHAG(
+                    embed_dim,
+                    resi_connection,
+                    depth=depth,
+                    num_heads=heads,
+                    window_size=window_size,
+                    compress_ratio=compress_ratio,
+                    squeeze_factor=squeeze_factor,
+                    conv_scale=conv_scale,
+                    overlap_ratio=overlap_ratio,
+                    mlp_ratio=mlp_ratio,
+                    drop_path=dpr[start : start + depth],
+                    qkv_bias=qkv_bias,
+                    use_cab=use_cab,
+                    use_ocab=use_ocab,
+                )
+            )
+        self.norm = nn.LayerNorm(embed_dim)
+        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1) if resi_connection == "1conv" else nn.Identity()
+        self.conv_before_upsample = nn.Sequential(
+            nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(negative_slope=0.01, inplace=True)
+        )
+        self.upsample = _upsampler(scale, num_feat)
+        self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        """Spec §1.5: Linear trunc-normal(0.02) with zero bias; LayerNorm weight 1, bias 0; convs PyTorch default."""
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def shift_mask(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """The cached SW-MSA mask for a padded ``h × w`` map (built in ``dtype`` on ``device``)."""
+        key = (h, w, dtype, device)
+        mask = self._mask_cache.get(key)
+        if mask is None:
+            if len(self._mask_cache) >= _MASK_CACHE_SIZE:
+                self._mask_cache.pop(next(iter(self._mask_cache)))
+            mask = calculate_shift_mask(h, w, self.window_size, self.shift_size, dtype, device)
+            self._mask_cache[key] = mask
+        return mask
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Deep feature extraction on a ``(B, C, h, w)`` map with h, w multiples of the window."""
+        b, c, h, w = x.shape
+        params: dict[str, Tensor | None] = {
+            "attn_mask": self.shift_mask(h, w, x.dtype, x.device),
+            "rpi_sa": self.relative_position_index_SA,
+            "rpi_oca": self.relative_position_index_OCA,
+        }
+        t = self.patch_embed(x)
+        ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for layer in self.layers:
+            t = checkpoint(layer, t, (h, w), params, use_reentrant=False) if ckpt else layer(t, (h, w), params)
+        return self.norm(t).transpose(1, 2).reshape(b, c, h, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"HAT expects a (B, 3, H, W) tensor, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h < 1 or w < 1:
+            raise ValueError(f"HAT needs an input of at least 1x1 px, got {h}x{w}")
+        mean = self.mean.to(dtype=x.dtype)
+        x = (x - mean) * self.img_range
+        x, (ph, pw) = pad_to_multiple(x, self.window_size, mode="reflect")
+        f0 = self.conv_first(x)
+        f = self.conv_after_body(self.forward_features(f0)) + f0
+        y = self.conv_last(self.upsample(self.conv_before_upsample(f)))
+        y = y / self.img_range + mean
+        return crop_to_scale(y, h, w, self.scale) if (ph or pw) else y
+
+    def extra_repr(self) -> str:
+        return (
+            f"scale={self.scale}, embed_dim={self.embed_dim}, depths={self.depths}, num_heads={self.num_heads}, "
+            f"window_size={self.window_size}, overlap_ratio={self.overlap_ratio}, use_cab={self.use_cab}, "
+            f"use_ocab={self.use_ocab}"
+        )
+
+
+# ------------------------------------------------------------------------------------------------ registered variants
+@register_arch(family="hat")
+def hat_s(
+    scale: int = 4,
+    embed_dim: int = 144,
+    depths: Sequence[int] = (6, 6, 6, 6, 6, 6),
+    num_heads: Sequence[int] = (6, 6, 6, 6, 6, 6),
+    window_size: int = 16,
+    compress_ratio: float = 24,
+    squeeze_factor: float = 24,
+    conv_scale: float = 0.01,
+    overlap_ratio: float = 0.5,
+    mlp_ratio: float = 2.0,
+    drop_path_rate: float = 0.1,
+    use_cab: bool = True,
+    use_ocab: bool = True,
+    grad_checkpointing: bool = False,
+    img_range: float = 1.0,
+) -> HAT:
+    """HAT-S (official ``HAT-S_SRx*``): 9.473 / 9.658 / 9.621 M params at ×2/×3/×4."""
+    return HAT(**{k: v for k, v in locals().items()})
+
+
+@register_arch(family="hat")
+def hat(
+    scale: int = 4,
+    embed_dim: int = 180,
+    depths: Sequence[int] = (6, 6, 6, 6, 6, 6),
+    num_heads: Sequence[int] = (6, 6, 6, 6, 6, 6),
+    window_size: int = 16,
+    compress_ratio: float = 3,
+    squeeze_factor: float = 30,
+    conv_scale: float = 0.01,
+    overlap_ratio: float = 0.5,
+    mlp_ratio: float = 2.0,
+    drop_path_rate: float = 0.1,
+    use_cab: bool = True,
+    use_ocab: bool = True,
+    grad_checkpointing: bool = False,
+    img_range: float = 1.0,
+) -> HAT:
+    """HAT (official ``HAT_SRx*``): 20.625 / 20.809 / 20.773 M params at ×2/×3/×4."""
+    return HAT(**{k: v for k, v in locals().items()})
+
+
+@register_arch(family="hat")
+def hat_l(
+    scale: int = 4,
+    embed_dim: int = 180,
+    depths: Sequence[int] = (6,) * 12,
+    num_heads: Sequence[int] = (6,) * 12,
+    window_size: int = 16,
+    compress_ratio: float = 3,
+    squeeze_factor: float = 30,
+    conv_scale: float = 0.01,
+    overlap_ratio: float = 0.5,
+    mlp_ratio: float = 2.0,
+    drop_path_rate: float = 0.1,
+    use_cab: bool = True,
+    use_ocab: bool = True,
+    grad_checkpointing: bool = False,
+    img_range: float = 1.0,
+) -> HAT:
+    """HAT-L (official ``HAT-L_SRx*_ImageNet-pretrain``): 40.699 / 40.884 / 40.847 M params at ×2/×3/×4."""
+    return HAT(**{k: v for k, v in locals().items()})
+
+
+# ------------------------------------------------------------------------------------------------ state-dict detector
+_LAYER_RE = re.compile(r"^layers\.(\d+)\.")
+_BLOCK_RE = re.compile(r"^layers\.0\.residual_group\.blocks\.(\d+)\.")
+_UPSAMPLE_RE = re.compile(r"^upsample\.(\d+)\.weight$")
+_NICE_RATIOS = (0.5, 0.25, 0.75, 1.0, 0.0, 0.125, 0.375, 0.625, 0.875, 1.5, 2.0)
+
+
+def _ratio_for(channels: int, dim: int, what: str) -> float:
+    """A divisor ``r`` with ``int(dim // r) == channels`` (the ratio is many-to-one; prefer an integer)."""
+    if channels < 1:
+        raise ValueError(f"HAT state dict: {what} has {channels} channels")
+    r = dim // channels
+    if r >= 1 and dim // r == channels:
+        return int(r)
+    for cand in range(1, dim + 1):
+        if dim // cand == channels:
+            return cand
+    r_f = dim / channels
+    if int(dim // r_f) == channels:
+        return r_f
+    raise ValueError(f"HAT state dict: no ratio r gives embed_dim // r == {channels} for {what} (embed_dim={dim})")
+
+
+@register_detector("hat", priority=10)
+def detect_hat(state_dict: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]] | None:
+    """Recognise an official-layout HAT state dict and infer its hyper-parameters (spec §4).
+
+    Keys ``relative_position_index_SA``, ``conv_first.weight``, ``layers.0.residual_group.blocks.0.attn.qkv.weight``,
+    ``conv_before_upsample.0.weight`` and ``conv_last.weight`` identify the family. C = rows of ``conv_first``; M =
+    √rows of the SA index; Mo = √cols of the OCA index → γ (a "nice" ratio with ``int(γM) = Mo - M``); groups and
+    blocks by counting ``layers.N`` / ``blocks.N``; heads from the bias tables; β and the squeeze factor from the CAB
+    conv widths (many-to-one: an integer ratio is returned); mlp ratio = fc1 rows / C; scale = product over the
+    ``upsample.N`` convs of √(rows / num_feat); ``use_cab`` / ``use_ocab`` from the presence of ``conv_block`` /
+    ``overlap_attn`` keys. Returns the registered variant whose structure matches, with ``{'scale': s}``, else
+    ``hat`` with explicit arguments. Not recoverable: α (0.01), img_range (1.0), drop path.
+    """
+    required = (
+        "relative_position_index_SA",
+        "conv_first.weight",
+        "layers.0.residual_group.blocks.0.attn.qkv.weight",
+        "layers.0.residual_group.blocks.0.attn.relative_position_bias_table",
+        "conv_before_upsample.0.weight",
+        "conv_last.weight",
+    )
+    if not all(k in state_dict for k in required):
+        return None
+    # HMA shares part of this layout; its groups carry grid attention (spec §4) and are not HAT.
+    if any(".gab." in k for k in state_dict):
+        return None
+    cf = state_dict["conv_first.weight"]
+    dim, in_ch = int(cf.shape[0]), int(cf.shape[1])
+    if in_ch != 3:
+        raise ValueError(f"HAT state dict has {in_ch} input channels (conv_first.weight); only 3 are supported")
+    n_sa = int(state_dict["relative_position_index_SA"].shape[0])
+    m = math.isqrt(n_sa)
+    if m * m != n_sa:
+        raise ValueError(f"HAT state dict: relative_position_index_SA has {n_sa} rows, not a square window")
+    layer_ids = sorted({int(mt.group(1)) for k in state_dict if (mt := _LAYER_RE.match(k))})
+    if layer_ids != list(range(len(layer_ids))):
+        raise ValueError(f"HAT state dict has non-contiguous group indices layers.N: {layer_ids}")
+    depths: list[int] = []
+    num_heads: list[int] = []
+    for i in layer_ids:
+        pre = f"layers.{i}.residual_group.blocks."
+        ids = sorted({int(k[len(pre) :].split(".", 1)[0]) for k in state_dict if k.startswith(pre)})
+        if ids != list(range(len(ids))) or not ids:
+            raise ValueError(f"HAT state dict: group layers.{i} has non-contiguous block indices {ids}")
+        depths.append(len(ids))
+        num_heads.append(int(state_dict[f"{pre}0.attn.relative_position_bias_table"].shape[1]))
+    use_cab = "layers.0.residual_group.blocks.0.conv_block.cab.0.weight" in state_dict
+    use_ocab = "relative_position_index_OCA" in state_dict
+    kwargs: dict[str, Any] = {
+        "embed_dim": dim,
+        "depths": depths,
+        "num_heads": num_heads,
+        "window_size": m,
+        "use_cab": use_cab,
+        "use_ocab": use_ocab,
+    }
+    fc1 = int(state_dict["layers.0.residual_group.blocks.0.mlp.fc1.weight"].shape[0])
+    kwargs["mlp_ratio"] = fc1 / dim if int(dim * (fc1 / dim)) == fc1 else math.nextafter(fc1 / dim, math.inf)
+    if use_ocab:
+        mo = math.isqrt(int(state_dict["relative_position_index_OCA"].shape[1]))
+        ratios = [r for r in _NICE_RATIOS if int(m * r) == mo - m] or [(mo - m) / m]
+        kwargs["overlap_ratio"] = ratios[0]
+    if use_cab:
+        blk = "layers.0.residual_group.blocks.0.conv_block.cab."
+        kwargs["compress_ratio"] = _ratio_for(int(state_dict[blk + "0.weight"].shape[0]), dim, "cab.0")
+        kwargs["squeeze_factor"] = _ratio_for(int(state_dict[blk + "3.attention.1.weight"].shape[0]), dim, "cab.3")
+    num_feat = int(state_dict["conv_last.weight"].shape[1])
+    scale = 1
+    for k in sorted(state_dict, key=lambda s: (len(s), s)):
+        if mt := _UPSAMPLE_RE.match(k):
+            factor = math.isqrt(int(state_dict[k].shape[0]) // num_feat)
+            if factor * factor * num_feat != int(state_dict[k].shape[0]):
+                raise ValueError(f"HAT state dict: {k} has {state_dict[k].shape[0]} rows, not r^2 * {num_feat}")
+            scale *= factor
+    extra: dict[str, Any] = {"scale": scale}
+    if num_feat != 64 or "conv_after_body.weight" not in state_dict:
+        raise ValueError(
+            "HAT state dict: only num_feat=64 and resi_connection='1conv' checkpoints can be rebuilt automatically "
+            f"(conv_last has {num_feat} input channels; conv_after_body.weight present: "
+            f"{'conv_after_body.weight' in state_dict})"
+        )
+
+    def _same(name: str) -> bool:
+        d = arch_defaults(name)
+        if (d["embed_dim"], list(d["depths"]), list(d["num_heads"]), d["window_size"]) != (
+            dim,
+            depths,
+            num_heads,
+            m,
+        ):
+            return False
+        if (d["use_cab"], d["use_ocab"]) != (use_cab, use_ocab) or int(dim * d["mlp_ratio"]) != fc1:
+            return False
+        if use_ocab and int(m * d["overlap_ratio"]) != int(m * kwargs["overlap_ratio"]):
+            return False
+        if use_cab:
+            for key in ("compress_ratio", "squeeze_factor"):
+                if int(dim // d[key]) != int(dim // kwargs[key]):
+                    return False
+        return True
+
+    for name in ("hat", "hat_s", "hat_l", *list_archs()):
+        if arch_family(name) == "hat" and _same(name):
+            return name, extra
+    return "hat", {**extra, **kwargs}
