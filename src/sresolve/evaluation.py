@@ -54,6 +54,7 @@ def evaluate(
     tile: int | None = None,
     tile_overlap: int = 32,
     max_pixels: int | None = None,
+    tta: bool = False,
     on_image: Callable[[str, str, Tensor, Tensor, Tensor, Tensor | None], None] | None = None,
 ) -> list[Result]:
     """Score ``net`` (and the bicubic baseline) on each data set; batches are ``{lr, hr, name}`` with batch size 1.
@@ -68,7 +69,11 @@ def evaluate(
             lr, hr = batch["lr"].to(device), batch["hr"].to(device)
             names = batch.get("name") or [f"{len(ours.names) + i:04d}" for i in range(lr.shape[0])]
             scale = hr.shape[-1] // lr.shape[-1]
-            sr = upscale(net, lr, tile=tile, overlap=tile_overlap, max_pixels=max_pixels) if net is not None else None
+            sr = (
+                upscale(net, lr, tile=tile, overlap=tile_overlap, max_pixels=max_pixels, tta=tta)
+                if net is not None
+                else None
+            )
             bic = bicubic_upscale(lr, scale) if bicubic_baseline else None
             for result, out in ((ours, sr), (base, bic)):
                 if out is None:

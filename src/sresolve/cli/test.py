@@ -60,20 +60,26 @@ def run_test(cfg: DictConfig) -> dict[str, Any]:
         if cfg.save_images:
             write_image(out_dir / "images" / dataset / f"{name}.png", sr)
         if cfg.get("save_comparisons", False):
-            panels = ([("bicubic", bic)] if bic is not None else []) + [(arch, sr), ("ground truth", hr)]
+            panels = ([("bicubic", bic)] if bic is not None else []) + [(method, sr), ("ground truth", hr)]
             comparison_figure(panels, hr, out_dir / "comparisons" / dataset / f"{name}.png", crop_border=crop_border)
 
+    tta = str(cfg.tta).lower() if cfg.tta is not None else "none"
+    if tta not in ("none", "false", "x8"):
+        raise ConfigError(f"tta={cfg.tta!r}: use tta=x8 (geometric self-ensemble) or leave it null")
+    method = f"{arch}+" if tta == "x8" else arch  # the papers' "+" notation for self-ensemble (EDSR+, HAT+)
+    extra += "; x8 self-ensemble" if tta == "x8" else ""
     log.info("evaluating %s on %s (%s)", describe(net), list(loaders), device)
     results = evaluate(
         net,
         loaders,
         protocol,
-        method=arch,
+        method=method,
         bicubic_baseline=bool(cfg.bicubic_baseline),
         device=device,
         tile=cfg.tile,
         tile_overlap=int(cfg.tile_overlap),
         max_pixels=cfg.max_pixels,
+        tta=tta == "x8",
         on_image=on_image,
     )
     paths = write_results(results, out_dir, protocol, extra)

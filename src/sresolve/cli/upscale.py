@@ -47,9 +47,18 @@ def run_upscale(cfg: DictConfig) -> list[Path]:
         lr = img[None].to(device)
         h, w = lr.shape[-2:]
         tile = int(cfg.tile) if cfg.tile is not None else auto_tile(h, w, int(cfg.max_pixels), align)
-        total = num_tiles(h, w, tile, min(int(cfg.tile_overlap), tile - align), align) if tile else 1
+        tiles = num_tiles(h, w, tile, min(int(cfg.tile_overlap), tile - align), align) if tile else 1
+        total = (8 if cfg.tta else 1) * tiles
         with tqdm(total=total, desc=path.name, unit="tile", leave=False, disable=total == 1) as bar, torch.no_grad():
-            sr = upscale(net, lr, tile=tile, overlap=int(cfg.tile_overlap), out_device="cpu", progress=bar.update)
+            sr = upscale(
+                net,
+                lr,
+                tile=tile,
+                overlap=int(cfg.tile_overlap),
+                out_device="cpu",
+                progress=bar.update,
+                tta=bool(cfg.tta),
+            )
         out = dst / f"{path.stem}{cfg.suffix}.png"
         write_image(out, sr[0])
         written.append(out)

@@ -85,7 +85,8 @@ class SRModule(L.LightningModule):
         ema_decay: EMA decay (0 disables the EMA net).
         total_iter: number of optimizer steps of the recipe (the scheduler's horizon).
         val: ``crop_border`` (default = scale), ``y_channel`` (True), ``tile``/``tile_overlap``/``max_pixels`` for
-            large validation images, ``log_images`` (how many val images per set to log as LR|SR|HR crops).
+            large validation images, ``tta`` (×8 self-ensemble), ``log_images`` (val images per set logged as
+            LR|SR|HR crops).
         compile: ``torch.compile`` the network's training forward (checkpoints keep plain keys).
     """
 
@@ -116,6 +117,7 @@ class SRModule(L.LightningModule):
         self.val_overlap = int(val.get("tile_overlap", 32))
         self.val_max_pixels = val.get("max_pixels")
         self.log_images = int(val.get("log_images", 1))
+        self.val_tta = bool(val.get("tta", False))
         self.val_psnr = nn.ModuleList()
         self.val_ssim = nn.ModuleList()
         self.val_names: list[str] = []
@@ -128,7 +130,14 @@ class SRModule(L.LightningModule):
         return self.net_ema if self.net_ema is not None else self.net
 
     def forward(self, lr: Tensor) -> Tensor:
-        return upscale(self.eval_net, lr, tile=self.val_tile, overlap=self.val_overlap, max_pixels=self.val_max_pixels)
+        return upscale(
+            self.eval_net,
+            lr,
+            tile=self.val_tile,
+            overlap=self.val_overlap,
+            max_pixels=self.val_max_pixels,
+            tta=self.val_tta,
+        )
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.hparams.compile:

@@ -137,12 +137,23 @@ def upscale(
     max_pixels: int | None = None,
     out_device: torch.device | str | None = None,
     progress: Callable[[int], None] | None = None,
+    tta: bool = False,
 ) -> Tensor:
-    """Run an SR network on a B×3×H×W batch in [0,1], tiled when ``tile`` is set or the image exceeds ``max_pixels``.
+    """Run an SR network on a B×3×H×W batch in [0,1], tiled when ``tile`` is set or the image exceeds ``max_pixels``,
+    optionally as the ×8 geometric self-ensemble (``tta``, :mod:`sresolve.ops.ensemble`; each transform is tiled).
 
     The one inference path shared by validation, ``sresolve-test`` and ``sresolve-upscale``. The output is clamped to
     [0, 1] (BasicSR clamps in ``tensor2img``); quantisation to 8 bits is left to the metrics / the image writer.
     """
+    if tta:
+        from sresolve.ops.ensemble import self_ensemble
+
+        def one(x: Tensor) -> Tensor:
+            return upscale(
+                net, x, tile=tile, overlap=overlap, max_pixels=max_pixels, out_device=out_device, progress=progress
+            )
+
+        return self_ensemble(one, lr).clamp_(0.0, 1.0)
     scale = int(net.scale)
     align = int(getattr(net, "tile_align", 8))
     if tile is None and max_pixels is not None:
