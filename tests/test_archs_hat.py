@@ -7,6 +7,8 @@ Reference: spandrel's independent HAT implementation (spandrel 0.4.2, used only 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ import torch.nn.functional as F
 from spandrel.architectures.HAT import HAT as RefHAT
 from torch import Tensor, nn
 
-from sresolve.archs import create, detect_arch, list_archs
+from sresolve.archs import arch_defaults, create, detect_arch, list_archs
 from sresolve.archs.hat import (
     HAT,
     OCAB,
@@ -26,6 +28,7 @@ from sresolve.archs.hat import (
     window_attention,
 )
 from sresolve.checkpoints import load_model
+from sresolve.config import split_model_cfg
 
 warnings.filterwarnings("ignore", message=".*meshgrid.*")
 warnings.filterwarnings("ignore", message=".*zero-element.*")
@@ -192,8 +195,8 @@ def test_load_model_infers_kwargs_and_output() -> None:
         "use_cab": True,
         "use_ocab": True,
         "mlp_ratio": 2.0,
-        "overlap_ratio": 0.5,
-        "compress_ratio": 3,
+        "gamma": 0.5,
+        "beta": 3,
         "squeeze_factor": 4,
     }
     loaded = load_model({"params_ema": sd, "params": {k: v * 0 for k, v in sd.items()}})
@@ -270,8 +273,96 @@ def test_invalid_config_raises(override: dict[str, Any], pattern: str) -> None:
 def test_invalid_scale_raises() -> None:
     with pytest.raises(ValueError, match="scale"):
         HAT(scale=5, **SMALL)
-    with pytest.raises(ValueError, match="window_size"):
-        create("hat", window_size=12, overlap_ratio=0.25)  # int(12 * 0.25) = 3 is odd
+
+
+# ------------------------------------------------------------------------------------------- paper-named config keys
+# The registered entry functions (= config keys) use the paper's α, β, γ; the HAT class keeps the official names.
+SMALL_ENTRY: dict[str, Any] = {
+    "embed_dim": 24,
+    "depths": [2, 2],
+    "num_heads": [2, 3],
+    "window_size": 8,
+    "beta": 3,
+    "squeeze_factor": 4,
+    "drop_path_rate": 0.0,
+}
+
+
+def test_entry_functions_use_alpha_beta_gamma() -> None:
+    for name in VARIANTS:
+        d = arch_defaults(name)
+        assert (d["alpha"], d["beta"], d["gamma"]) == (0.01, VARIANTS[name]["compress_ratio"], 0.5)
+        assert not {"conv_scale", "compress_ratio", "overlap_ratio"} & set(d)
+    with pytest.raises(ValueError, match=r"unknown argument.*compress_ratio"):
+        create("hat", compress_ratio=3)
+    # the mapping onto the official names: alpha -> conv_scale, beta -> compress_ratio, gamma -> overlap_ratio
+    net = create(
+        "hat", scale=2, alpha=0.25, beta=6, gamma=0.25, **{k: v for k, v in SMALL_ENTRY.items() if k != "beta"}
+    )
+    assert (net.conv_scale, net.compress_ratio, net.overlap_ratio) == (0.25, 6, 0.25)
+    blk = net.layers[0].residual_group.blocks[0]
+    assert blk.conv_scale == 0.25 and blk.conv_block.cab[0].out_channels == 24 // 6
+    assert net.layers[0].residual_group.overlap_attn.overlap_win_size == 8 + 2
+    assert tuple(net.relative_position_index_OCA.shape) == (64, 100)
+
+
+def test_swinir_like_baseline_alpha0_no_ocab() -> None:
+    full = create("hat", scale=2)
+    base = create("hat", scale=2, alpha=0.0, use_ocab=False)
+    sd_full, sd_base = full.state_dict(), base.state_dict()
+    assert not any(".overlap_attn." in k for k in sd_base) and "relative_position_index_OCA" not in sd_base
+    assert set(sd_full) - set(sd_base) == {k for k in sd_full if ".overlap_attn." in k} | {
+        "relative_position_index_OCA"
+    }
+    habs = [b for layer in base.layers for b in layer.residual_group.blocks]
+    assert len(habs) == 36 and all(b.conv_scale == 0.0 for b in habs) and base.conv_scale == 0.0
+    assert all(layer.residual_group.overlap_attn is None for layer in base.layers)
+    # alpha = 0 switches the CAB branch off numerically: same output as the network without CAB on shared weights
+    small = _perturb(create("hat", scale=2, alpha=0.0, use_ocab=False, **SMALL_ENTRY), seed=3).eval()
+    no_cab = create("hat", scale=2, alpha=0.0, use_ocab=False, use_cab=False, **SMALL_ENTRY).eval()
+    missing, unexpected = no_cab.load_state_dict(small.state_dict(), strict=False)
+    assert not missing and unexpected and all(".conv_block." in k for k in unexpected)
+    x = torch.rand(1, 3, 12, 10, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = small(x)
+        assert torch.equal(y, no_cab(x))
+        small.layers[0].residual_group.blocks[0].conv_scale = 0.5  # and the CAB does matter when alpha != 0
+        assert (small(x) - y).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize(("window_size", "gamma"), [(12, 0.25), (6, 0.5), (10, 0.5)])
+def test_bad_window_gamma_error_names_config_keys(window_size: int, gamma: float) -> None:
+    with pytest.raises(ValueError, match=rf"window_size={window_size} and gamma={gamma}\b.*even"):
+        create("hat", window_size=window_size, gamma=gamma)
+    # without OCAB gamma is unused and any window is accepted
+    assert create("hat_s", window_size=window_size, gamma=gamma, use_ocab=False, depths=[1], num_heads=[6]).scale == 4
+    with pytest.raises(ValueError, match=r"gamma.*>= 0"):
+        create("hat", gamma=-0.5)
+    with pytest.raises(ValueError, match=r"beta.*embed_dim=144"):
+        create("hat_s", beta=200)
+    with pytest.raises(ValueError, match=r"alpha"):
+        create("hat", alpha=float("nan"))
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_model_yaml_keys_match_entry_function(name: str, make_cfg: Callable[..., Any], tmp_path: Path) -> None:
+    cfg = make_cfg("train", [f"model={name}", "scale=2"], tmp_path)
+    arch, net_kwargs, _ = split_model_cfg(cfg.model)
+    assert arch == name
+    defaults = arch_defaults(name)
+    assert {"alpha", "beta", "gamma", "window_size", "use_cab", "use_ocab"} <= set(net_kwargs)
+    for key, value in net_kwargs.items():
+        expected = 2 if key == "scale" else defaults[key]
+        assert value == (list(expected) if isinstance(expected, tuple) else expected), key
+    # the ablation sweep of the paper is expressed with config overrides
+    cfg = make_cfg(
+        "train",
+        [f"model={name}", "model.alpha=0", "model.use_ocab=false", "model.depths=[1]", "model.num_heads=[6]"],
+        tmp_path,
+    )
+    _, net_kwargs, _ = split_model_cfg(cfg.model)
+    net = create(name, **net_kwargs)
+    assert net.conv_scale == 0.0 and not net.use_ocab and net.use_cab
 
 
 # ------------------------------------------------------------------------------------------------ attention maths

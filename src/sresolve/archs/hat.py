@@ -20,7 +20,11 @@ as an additive float mask; the shift mask is built in the input dtype and cached
 official blocks is not reproduced (with the official ``img_size=64`` it never triggers).
 
 Registered variants (spec §1.1): ``hat_s`` (C=144, β=24, squeeze 24), ``hat`` (C=180, β=3, squeeze 30), ``hat_l``
-(C=180, 12 RHAGs); all with 6 HABs/group, 6 heads, window 16, γ=0.5, α=0.01, mlp ratio 2.
+(C=180, 12 RHAGs); all with 6 HABs/group, 6 heads, window 16, γ=0.5, α=0.01, mlp ratio 2. Their arguments (= the
+config keys of ``conf/model/hat*.yaml``) use the paper's names ``alpha`` (α, CAB weight, §3.2 Eq. 3), ``beta`` (β, CAB
+compression, §3.2) and ``gamma`` (γ, OCAB overlap ratio, §3.3), together with ``window_size``, ``use_cab`` and
+``use_ocab``; :class:`HAT` itself keeps the official names ``conv_scale``, ``compress_ratio`` and ``overlap_ratio``.
+``alpha=0, use_ocab=False`` is the SwinIR-like baseline of the paper's ablations.
 """
 
 from __future__ import annotations
@@ -455,10 +459,13 @@ class HAT(nn.Module):
         depths: number of HABs in each RHAG.
         num_heads: attention heads in each RHAG (C must be divisible by each).
         window_size: attention window M (the input is padded to a multiple of it; also ``tile_align``).
-        compress_ratio: CAB compression β (conv branch width ``C // β``).
+        compress_ratio: CAB compression β (conv branch width ``C // β``, §3.2); ``beta`` in the registered entry
+            functions and configs.
         squeeze_factor: channel-attention squeeze factor (``C // squeeze``).
-        conv_scale: α, weight of the CAB branch (Eq. 3).
-        overlap_ratio: γ, OCAB key window ``Mo = M + int(γ·M)``; ``int(γ·M)`` must be even.
+        conv_scale: α, weight of the CAB branch in the HAB (§3.2 Eq. 3); ``alpha`` in the registered entry functions
+            and configs; 0 turns the CAB off numerically (its weights remain).
+        overlap_ratio: γ, OCAB key window ``Mo = M + int(γ·M)`` (§3.3); ``int(γ·M)`` must be even; ``gamma`` in the
+            registered entry functions and configs.
         mlp_ratio: MLP expansion.
         drop_path_rate: maximum stochastic-depth rate (linear over all HABs).
         use_cab: keep the CAB branch of the HABs (``False`` removes it and its keys).
@@ -553,6 +560,8 @@ class HAT(nn.Module):
         self.tile_align = window_size
         self.shift_size = window_size // 2
         self.overlap_ratio = overlap_ratio
+        self.conv_scale = float(conv_scale)
+        self.compress_ratio = compress_ratio
         self.use_cab = bool(use_cab)
         self.use_ocab = bool(use_ocab)
         self.grad_checkpointing = bool(grad_checkpointing)
@@ -653,12 +662,61 @@ class HAT(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"scale={self.scale}, embed_dim={self.embed_dim}, depths={self.depths}, num_heads={self.num_heads}, "
-            f"window_size={self.window_size}, overlap_ratio={self.overlap_ratio}, use_cab={self.use_cab}, "
+            f"window_size={self.window_size}, conv_scale={self.conv_scale}, compress_ratio={self.compress_ratio}, "
+            f"overlap_ratio={self.overlap_ratio}, use_cab={self.use_cab}, "
             f"use_ocab={self.use_ocab}"
         )
 
 
 # ------------------------------------------------------------------------------------------------ registered variants
+# The registered entry functions take the paper's names (the config keys of ``conf/model/hat*.yaml``):
+#   alpha  (α) = HAT.conv_scale      weight of the CAB branch in the HAB, paper §3.2 Eq. 3 (0.01)
+#   beta   (β) = HAT.compress_ratio  CAB channel compression C → C/β, paper §3.2 (3; 24 for HAT-S)
+#   gamma  (γ) = HAT.overlap_ratio   OCAB overlap, key window Mo = M + int(γ·M), paper §3.3 (0.5)
+# ``alpha=0, use_ocab=False`` is the SwinIR-like baseline of the paper's ablation of OCAB and CAB.
+
+
+def _build(
+    name: str,
+    *,
+    alpha: float,
+    beta: float,
+    gamma: float,
+    window_size: int,
+    embed_dim: int,
+    use_cab: bool,
+    use_ocab: bool,
+    **kwargs: Any,
+) -> HAT:
+    """Validate the paper-named hyper-parameters (errors name the config keys) and build :class:`HAT`."""
+    if not math.isfinite(alpha):
+        raise ValueError(f"{name}: alpha (CAB weight α) must be a finite number, got {alpha!r}")
+    if use_ocab:
+        if not (math.isfinite(gamma) and gamma >= 0):
+            raise ValueError(f"{name}: gamma (OCAB overlap ratio γ) must be a finite number >= 0, got {gamma!r}")
+        if isinstance(window_size, int) and window_size >= 1 and int(window_size * gamma) % 2:
+            raise ValueError(
+                f"{name}: window_size={window_size} and gamma={gamma} give an OCAB overlap int(window_size * gamma) "
+                f"= {int(window_size * gamma)}, which must be even (the overlapping key/value windows must align with "
+                f"the query windows): e.g. window_size divisible by 4 for gamma 0.5, or use_ocab=false"
+            )
+    if use_cab and isinstance(embed_dim, int) and not (beta > 0 and int(embed_dim // beta) >= 1):
+        raise ValueError(
+            f"{name}: beta (CAB compression β) must be > 0 with embed_dim // beta >= 1, got beta={beta!r} "
+            f"(embed_dim={embed_dim})"
+        )
+    return HAT(
+        conv_scale=alpha,
+        compress_ratio=beta,
+        overlap_ratio=gamma,
+        window_size=window_size,
+        embed_dim=embed_dim,
+        use_cab=use_cab,
+        use_ocab=use_ocab,
+        **kwargs,
+    )
+
+
 @register_arch(family="hat")
 def hat_s(
     scale: int = 4,
@@ -666,10 +724,10 @@ def hat_s(
     depths: Sequence[int] = (6, 6, 6, 6, 6, 6),
     num_heads: Sequence[int] = (6, 6, 6, 6, 6, 6),
     window_size: int = 16,
-    compress_ratio: float = 24,
+    alpha: float = 0.01,
+    beta: float = 24,
+    gamma: float = 0.5,
     squeeze_factor: float = 24,
-    conv_scale: float = 0.01,
-    overlap_ratio: float = 0.5,
     mlp_ratio: float = 2.0,
     drop_path_rate: float = 0.1,
     use_cab: bool = True,
@@ -677,8 +735,12 @@ def hat_s(
     grad_checkpointing: bool = False,
     img_range: float = 1.0,
 ) -> HAT:
-    """HAT-S (official ``HAT-S_SRx*``): 9.473 / 9.658 / 9.621 M params at ×2/×3/×4."""
-    return HAT(**{k: v for k, v in locals().items()})
+    """HAT-S (official ``HAT-S_SRx*``): 9.473 / 9.658 / 9.621 M params at ×2/×3/×4.
+
+    α (``alpha``, CAB weight, Eq. 3), β (``beta``, CAB compression, §3.2) and γ (``gamma``, OCAB overlap, §3.3)
+    map to :class:`HAT`'s ``conv_scale``, ``compress_ratio`` and ``overlap_ratio``; the others are passed as is.
+    """
+    return _build("hat_s", **locals())
 
 
 @register_arch(family="hat")
@@ -688,10 +750,10 @@ def hat(
     depths: Sequence[int] = (6, 6, 6, 6, 6, 6),
     num_heads: Sequence[int] = (6, 6, 6, 6, 6, 6),
     window_size: int = 16,
-    compress_ratio: float = 3,
+    alpha: float = 0.01,
+    beta: float = 3,
+    gamma: float = 0.5,
     squeeze_factor: float = 30,
-    conv_scale: float = 0.01,
-    overlap_ratio: float = 0.5,
     mlp_ratio: float = 2.0,
     drop_path_rate: float = 0.1,
     use_cab: bool = True,
@@ -699,8 +761,12 @@ def hat(
     grad_checkpointing: bool = False,
     img_range: float = 1.0,
 ) -> HAT:
-    """HAT (official ``HAT_SRx*``): 20.625 / 20.809 / 20.773 M params at ×2/×3/×4."""
-    return HAT(**{k: v for k, v in locals().items()})
+    """HAT (official ``HAT_SRx*``): 20.625 / 20.809 / 20.773 M params at ×2/×3/×4.
+
+    α (``alpha``, CAB weight, Eq. 3), β (``beta``, CAB compression, §3.2) and γ (``gamma``, OCAB overlap, §3.3)
+    map to :class:`HAT`'s ``conv_scale``, ``compress_ratio`` and ``overlap_ratio``; the others are passed as is.
+    """
+    return _build("hat", **locals())
 
 
 @register_arch(family="hat")
@@ -710,10 +776,10 @@ def hat_l(
     depths: Sequence[int] = (6,) * 12,
     num_heads: Sequence[int] = (6,) * 12,
     window_size: int = 16,
-    compress_ratio: float = 3,
+    alpha: float = 0.01,
+    beta: float = 3,
+    gamma: float = 0.5,
     squeeze_factor: float = 30,
-    conv_scale: float = 0.01,
-    overlap_ratio: float = 0.5,
     mlp_ratio: float = 2.0,
     drop_path_rate: float = 0.1,
     use_cab: bool = True,
@@ -721,8 +787,12 @@ def hat_l(
     grad_checkpointing: bool = False,
     img_range: float = 1.0,
 ) -> HAT:
-    """HAT-L (official ``HAT-L_SRx*_ImageNet-pretrain``): 40.699 / 40.884 / 40.847 M params at ×2/×3/×4."""
-    return HAT(**{k: v for k, v in locals().items()})
+    """HAT-L (official ``HAT-L_SRx*_ImageNet-pretrain``): 40.699 / 40.884 / 40.847 M params at ×2/×3/×4.
+
+    α (``alpha``, CAB weight, Eq. 3), β (``beta``, CAB compression, §3.2) and γ (``gamma``, OCAB overlap, §3.3)
+    map to :class:`HAT`'s ``conv_scale``, ``compress_ratio`` and ``overlap_ratio``; the others are passed as is.
+    """
+    return _build("hat_l", **locals())
 
 
 # ------------------------------------------------------------------------------------------------ state-dict detector
@@ -759,7 +829,8 @@ def detect_hat(state_dict: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]] |
     conv widths (many-to-one: an integer ratio is returned); mlp ratio = fc1 rows / C; scale = product over the
     ``upsample.N`` convs of √(rows / num_feat); ``use_cab`` / ``use_ocab`` from the presence of ``conv_block`` /
     ``overlap_attn`` keys. Returns the registered variant whose structure matches, with ``{'scale': s}``, else
-    ``hat`` with explicit arguments. Not recoverable: α (0.01), img_range (1.0), drop path.
+    ``hat`` with explicit arguments, named like the registered entry functions (``beta``, ``gamma``, not the
+    :class:`HAT` names). Not recoverable: α (``alpha``, 0.01), img_range (1.0), drop path.
     """
     required = (
         "relative_position_index_SA",
@@ -809,10 +880,10 @@ def detect_hat(state_dict: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]] |
     if use_ocab:
         mo = math.isqrt(int(state_dict["relative_position_index_OCA"].shape[1]))
         ratios = [r for r in _NICE_RATIOS if int(m * r) == mo - m] or [(mo - m) / m]
-        kwargs["overlap_ratio"] = ratios[0]
+        kwargs["gamma"] = ratios[0]
     if use_cab:
         blk = "layers.0.residual_group.blocks.0.conv_block.cab."
-        kwargs["compress_ratio"] = _ratio_for(int(state_dict[blk + "0.weight"].shape[0]), dim, "cab.0")
+        kwargs["beta"] = _ratio_for(int(state_dict[blk + "0.weight"].shape[0]), dim, "cab.0")
         kwargs["squeeze_factor"] = _ratio_for(int(state_dict[blk + "3.attention.1.weight"].shape[0]), dim, "cab.3")
     num_feat = int(state_dict["conv_last.weight"].shape[1])
     scale = 1
@@ -841,10 +912,10 @@ def detect_hat(state_dict: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]] |
             return False
         if (d["use_cab"], d["use_ocab"]) != (use_cab, use_ocab) or int(dim * d["mlp_ratio"]) != fc1:
             return False
-        if use_ocab and int(m * d["overlap_ratio"]) != int(m * kwargs["overlap_ratio"]):
+        if use_ocab and int(m * d["gamma"]) != int(m * kwargs["gamma"]):
             return False
         if use_cab:
-            for key in ("compress_ratio", "squeeze_factor"):
+            for key in ("beta", "squeeze_factor"):
                 if int(dim // d[key]) != int(dim // kwargs[key]):
                     return False
         return True
