@@ -36,6 +36,7 @@ bench: install  ## benchmark scripts (print ratios against in-run references)
 	$(PY) benchmarks/bench_resize.py
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_safmn.py
+	$(PY) benchmarks/bench_hat.py
 
 clean:  ## remove outputs
 	rm -rf outputs multirun demo_out .pytest_cache

@@ -35,11 +35,28 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import crop_to_scale, pad_to_multiple
+from .layers import (
+    DIV2K_RGB_MEAN,
+    DropPath,
+    Mlp,
+    ShiftMaskCache,
+    TokenNorm,
+    WindowAttention,
+    calculate_rpi_sa,
+    calculate_shift_mask,
+    crop_to_scale,
+    init_transformer_weights,
+    pad_to_multiple,
+    pixel_shuffle_upsampler,
+    relative_bias,
+    shifted_window_attention,
+    window_attention,
+    window_partition,
+    window_reverse,
+)
 from .registry import arch_defaults, arch_family, list_archs, register_arch, register_detector
 
 __all__ = [
@@ -60,27 +77,8 @@ __all__ = [
     "window_attention",
 ]
 
-#: DIV2K RGB mean subtracted from the input (spec §1.1).
-RGB_MEAN = (0.4488, 0.4371, 0.4040)
-#: Value added to the scores of token pairs from different regions of a shifted window (spec §1.3; not -inf).
-MASK_VALUE = -100.0
-_MASK_CACHE_SIZE = 8
-
 
 # ------------------------------------------------------------------------------------------------ index / mask helpers
-def calculate_rpi_sa(window_size: int) -> Tensor:
-    """Relative-position index of window self-attention (Swin formula, spec §1.3), shape ``(M², M²)`` int64.
-
-    ``index[p, q] = (r_p - r_q + M - 1) · (2M - 1) + (c_p - c_q + M - 1)`` for row-major tokens p, q of an M×M window.
-    """
-    m = window_size
-    r, c = torch.meshgrid(torch.arange(m), torch.arange(m), indexing="ij")
-    r, c = r.flatten(), c.flatten()
-    dr = r[:, None] - r[None, :] + (m - 1)
-    dc = c[:, None] - c[None, :] + (m - 1)
-    return dr * (2 * m - 1) + dc
-
-
 def calculate_rpi_oca(window_size: int, overlap_win_size: int) -> Tensor:
     """Relative-position index of overlapping cross-attention (spec §1.3), shape ``(M², Mo²)`` int64.
 
@@ -97,88 +95,7 @@ def calculate_rpi_oca(window_size: int, overlap_win_size: int) -> Tensor:
     return a * (m + mo - 1) + b
 
 
-def calculate_shift_mask(
-    height: int, width: int, window_size: int, shift_size: int, dtype: torch.dtype, device: torch.device | str
-) -> Tensor:
-    """Additive SW-MSA mask ``(nW, M², M²)`` for a padded ``height × width`` feature map (Swin / spec §1.3).
-
-    The (rolled) map is cut into 9 regions by the row and column slices ``[0, -M), [-M, -s), [-s, end)``; inside a
-    window, token pairs of different regions get ``-100`` and the others ``0``.
-    """
-    m, s = window_size, shift_size
-    label = torch.zeros(height, width, device=device)
-    cuts = (slice(0, -m), slice(-m, -s), slice(-s, None))
-    n = 0
-    for hs in cuts:
-        for ws in cuts:
-            label[hs, ws] = n
-            n += 1
-    win = label.view(height // m, m, width // m, m).permute(0, 2, 1, 3).reshape(-1, m * m)
-    diff = win[:, None, :] - win[:, :, None]
-    return torch.zeros(diff.shape, dtype=dtype, device=device).masked_fill_(diff != 0, MASK_VALUE)
-
-
-def _window_partition(x: Tensor, m: int) -> Tensor:
-    """``(B, h, w, C)`` → ``(B·nW, M², C)``; windows ordered batch, window-row, window-col; tokens row-major."""
-    b, h, w, c = x.shape
-    return x.view(b, h // m, m, w // m, m, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, m * m, c)
-
-
-def _window_reverse(windows: Tensor, m: int, h: int, w: int) -> Tensor:
-    """Inverse of :func:`_window_partition`: ``(B·nW, M², C)`` → ``(B, h, w, C)``."""
-    c = windows.shape[-1]
-    b = windows.shape[0] // ((h // m) * (w // m))
-    return windows.view(b, h // m, w // m, m, m, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
-
-
-def window_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
-    """``softmax(q·kᵀ·d^-½ + bias)·v`` (paper Eq. 3 with the relative position bias B) through
-    :func:`~torch.nn.functional.scaled_dot_product_attention`, so that fused kernels are used where available.
-
-    ``q`` ``(..., Nq, d)``, ``k``/``v`` ``(..., Nk, d)``, ``bias`` broadcastable to ``(..., Nq, Nk)``; the bias is
-    cast to ``q``'s dtype.
-    """
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
-
-
-def _relative_bias(table: Tensor, index: Tensor, rows: int, cols: int) -> Tensor:
-    """Gather ``table[index]`` as ``(heads, rows, cols)``; negative indices wrap (modulo), as Python indexing does."""
-    idx = index.reshape(-1) % table.shape[0]
-    return table[idx].view(rows, cols, -1).permute(2, 0, 1)
-
-
 # ------------------------------------------------------------------------------------------------ modules
-class DropPath(nn.Module):
-    """Stochastic depth (per sample), Huang et al. 2016; identity at eval or with ``p = 0``."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-class Mlp(nn.Module):
-    """Transformer feed-forward: ``fc2(GELU(fc1(x)))`` with ``int(dim·mlp_ratio)`` hidden units."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class ChannelAttention(nn.Module):
     """Channel attention of RCAN (paper §3.2, CAB): global average pool, 1×1 conv ``C → C // squeeze``, ReLU,
     1×1 conv back, sigmoid; the input is rescaled channel-wise. Attribute ``attention`` keeps the official indices."""
@@ -216,38 +133,6 @@ class CAB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.cab(x)
-
-
-class WindowAttention(nn.Module):
-    """(Shifted-)window multi-head self-attention with relative position bias (paper Eq. 3, Swin lineage).
-
-    ``Attention(Q, K, V) = SoftMax(QKᵀ/√d + B)V`` over the M² tokens of each window, ``B = table[rpi_SA]``; shifted
-    blocks add the SW-MSA mask. ``forward`` takes ``(B·nW, M², C)`` windows.
-    """
-
-    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True) -> None:
-        super().__init__()
-        self.dim = dim
-        self.window_size = window_size
-        self.num_heads = num_heads
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-
-    def forward(self, x: Tensor, rpi: Tensor, mask: Tensor | None = None) -> Tensor:
-        bw, n, c = x.shape
-        h = self.num_heads
-        q, k, v = self.qkv(x).view(bw, n, 3, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)  # (bw, heads, n, d)
-        bias = _relative_bias(self.relative_position_bias_table, rpi, n, n)  # (heads, n, n)
-        if mask is None:
-            out = window_attention(q, k, v, bias)
-        else:
-            nw = mask.shape[0]
-            shape = (bw // nw, nw, h, n, c // h)
-            full = bias.unsqueeze(0) + mask.unsqueeze(1).to(bias.dtype)  # (nW, heads, n, n)
-            out = window_attention(q.view(shape), k.view(shape), v.view(shape), full).view(bw, h, n, c // h)
-        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 
 class HAB(nn.Module):
@@ -289,12 +174,7 @@ class HAB(nn.Module):
         m, s = self.window_size, self.shift_size
         shortcut = x
         n = self.norm1(x).view(b, h, w, c)
-        if s > 0:
-            n_sh = torch.roll(n, shifts=(-s, -s), dims=(1, 2))
-            windows = self.attn(_window_partition(n_sh, m), rpi_sa, attn_mask)
-            attn = torch.roll(_window_reverse(windows, m, h, w), shifts=(s, s), dims=(1, 2))
-        else:
-            attn = _window_reverse(self.attn(_window_partition(n, m), rpi_sa, None), m, h, w)
+        attn = shifted_window_attention(n, lambda win, mask: self.attn(win, rpi_sa, mask), m, s, attn_mask)
         x = shortcut + self.drop_path(attn.reshape(b, h * w, c))
         if self.conv_block is not None:
             conv = self.conv_block(n.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(b, h * w, c)
@@ -342,7 +222,7 @@ class OCAB(nn.Module):
         d = c // nh
         shortcut = x
         qkv = self.qkv(self.norm1(x)).view(b, h, w, 3 * c)
-        q = _window_partition(qkv[..., :c], m)  # (b·nW, M², C)
+        q = window_partition(qkv[..., :c], m)  # (b·nW, M², C)
         kv = qkv[..., c:].permute(0, 3, 1, 2)  # (b, 2C, h, w): k channels then v channels
         kv = self.unfold(kv)  # (b, 2C·Mo², nW), channel-major
         nw = kv.shape[-1]
@@ -351,9 +231,9 @@ class OCAB(nn.Module):
         q = q.view(-1, m * m, nh, d).transpose(1, 2)
         k = k.reshape(-1, mo * mo, nh, d).transpose(1, 2)
         v = v.reshape(-1, mo * mo, nh, d).transpose(1, 2)
-        bias = _relative_bias(self.relative_position_bias_table, rpi_oca, m * m, mo * mo)
+        bias = relative_bias(self.relative_position_bias_table, rpi_oca, m * m, mo * mo)
         out = window_attention(q, k, v, bias).transpose(1, 2).reshape(-1, m * m, c)
-        x = self.proj(_window_reverse(out, m, h, w).reshape(b, h * w, c)) + shortcut
+        x = self.proj(window_reverse(out, m, h, w).reshape(b, h * w, c)) + shortcut
         return x + self.mlp(self.norm2(x))
 
 
@@ -419,29 +299,6 @@ class RHAG(nn.Module):
         b, _, c = x.shape
         y = self.residual_group(x, x_size, params).transpose(1, 2).reshape(b, c, h, w)
         return self.conv(y).flatten(2).transpose(1, 2) + x
-
-
-class _TokenNorm(nn.Module):
-    """Flatten ``(B, C, h, w)`` to tokens ``(B, hw, C)`` and LayerNorm them (the official ``patch_embed`` with
-    ``patch_size=1, patch_norm=True``: its only parameters are ``norm.weight/bias``)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x.flatten(2).transpose(1, 2))
-
-
-def _upsampler(scale: int, num_feat: int) -> nn.Sequential:
-    """Pixel-shuffle stages: one ``conv 3×3 → 4·F`` + ``PixelShuffle(2)`` per factor 2, or one ``9·F`` / ×3 stage."""
-    layers: list[nn.Module] = []
-    if scale & (scale - 1) == 0:
-        for _ in range(int(math.log2(scale))):
-            layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
-    else:  # scale == 3 (validated by the caller)
-        layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
-    return nn.Sequential(*layers)
 
 
 def _check_pos_int(name: str, value: Any) -> int:
@@ -566,8 +423,8 @@ class HAT(nn.Module):
         self.use_ocab = bool(use_ocab)
         self.grad_checkpointing = bool(grad_checkpointing)
         self.img_range = float(img_range)
-        self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
-        self._mask_cache: dict[tuple[int, int, torch.dtype, torch.device], Tensor] = {}
+        self.register_buffer("mean", torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.shift_mask = ShiftMaskCache(window_size, self.shift_size)
 
         self.register_buffer("relative_position_index_SA", calculate_rpi_sa(window_size))
         if self.use_ocab:
@@ -576,7 +433,7 @@ class HAT(nn.Module):
             self.relative_position_index_OCA = None
 
         self.conv_first = nn.Conv2d(3, embed_dim, 3, 1, 1)
-        self.patch_embed = _TokenNorm(embed_dim)
+        self.patch_embed = TokenNorm(embed_dim)
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads, strict=True)):
@@ -604,31 +461,9 @@ class HAT(nn.Module):
         self.conv_before_upsample = nn.Sequential(
             nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(negative_slope=0.01, inplace=True)
         )
-        self.upsample = _upsampler(scale, num_feat)
+        self.upsample = pixel_shuffle_upsampler(scale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        """Spec §1.5: Linear trunc-normal(0.02) with zero bias; LayerNorm weight 1, bias 0; convs PyTorch default."""
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-    def shift_mask(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-        """The cached SW-MSA mask for a padded ``h × w`` map (built in ``dtype`` on ``device``)."""
-        key = (h, w, dtype, device)
-        mask = self._mask_cache.get(key)
-        if mask is None:
-            if len(self._mask_cache) >= _MASK_CACHE_SIZE:
-                self._mask_cache.pop(next(iter(self._mask_cache)))
-            mask = calculate_shift_mask(h, w, self.window_size, self.shift_size, dtype, device)
-            self._mask_cache[key] = mask
-        return mask
+        self.apply(init_transformer_weights)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Deep feature extraction on a ``(B, C, h, w)`` map with h, w multiples of the window."""

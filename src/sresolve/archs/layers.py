@@ -7,10 +7,17 @@
   ``reflect`` (HAT), ``symmetric`` (HMA's flip-concatenation), ``replicate`` (SAFMN for tiny inputs) and
   ``constant``. ``reflect`` needs the padding to be smaller than the side (PyTorch's rule, spec §5.2 / ComfyUI
   issue 2726); when it is not, it falls back to ``replicate`` for that dimension instead of failing.
+* The Swin-lineage window-attention machinery of HAT and HMA (spec §1.3, §2.2-2.3), implemented once: the relative
+  position index, the SW-MSA shift mask and its per-size cache, window partition / reverse, the relative-bias gather,
+  :func:`window_attention` (scaled-dot-product attention with an additive bias), :class:`WindowAttention` (with or
+  without its own ``qkv`` projection), :func:`shifted_window_attention`, plus :class:`DropPath`, :class:`Mlp`,
+  :class:`TokenNorm` (the ``patch_embed`` LayerNorm), the pixel-shuffle upsampler and the transformer weight init.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -18,12 +25,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "DIV2K_RGB_MEAN",
+    "SHIFT_MASK_VALUE",
+    "DropPath",
     "LayerNorm2d",
+    "Mlp",
     "PadMode",
+    "ShiftMaskCache",
+    "TokenNorm",
+    "WindowAttention",
+    "calculate_rpi_sa",
+    "calculate_shift_mask",
     "crop_to_scale",
+    "init_transformer_weights",
     "pad_bottom_right",
     "pad_to_min_size",
     "pad_to_multiple",
+    "pixel_shuffle_upsampler",
+    "relative_bias",
+    "relative_position_index",
+    "shifted_window_attention",
+    "window_attention",
+    "window_partition",
+    "window_reverse",
 ]
 
 PadMode = Literal["reflect", "replicate", "symmetric", "constant"]
@@ -150,3 +174,223 @@ def pad_to_min_size(
 def crop_to_scale(y: Tensor, height: int, width: int, scale: int) -> Tensor:
     """Crop a network output back to ``(height * scale, width * scale)`` (top-left), undoing bottom/right padding."""
     return y[..., : height * scale, : width * scale]
+
+
+# ------------------------------------------------------------------------------------- window attention (HAT, HMA)
+#: DIV2K RGB mean subtracted from the input by HAT and HMA (spec §1.1, §2.1).
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+#: Value added to the scores of token pairs from different regions of a shifted window (spec §1.3; not -inf).
+SHIFT_MASK_VALUE = -100.0
+
+
+def relative_position_index(height: int, width: int) -> Tensor:
+    """Relative-position index of an ``height × width`` token grid, shape ``(hw, hw)`` int64 (Swin, spec §1.3).
+
+    ``index[p, q] = (r_p - r_q + height - 1) · (2·width - 1) + (c_p - c_q + width - 1)`` for row-major tokens p, q:
+    the row of a ``(2·height - 1)(2·width - 1)``-entry bias table, Δr major. HMA's grid attention uses it on the
+    ``(h/I) × (w/I)`` sub-grid (spec §2.3).
+    """
+    r, c = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    r, c = r.flatten(), c.flatten()
+    dr = r[:, None] - r[None, :] + (height - 1)
+    dc = c[:, None] - c[None, :] + (width - 1)
+    return dr * (2 * width - 1) + dc
+
+
+def calculate_rpi_sa(window_size: int) -> Tensor:
+    """Relative-position index of window self-attention, ``(M², M²)`` int64: the ``relative_position_index_SA``
+    buffer of the official HAT / HMA checkpoints (:func:`relative_position_index` of an M×M window)."""
+    return relative_position_index(window_size, window_size)
+
+
+def calculate_shift_mask(
+    height: int, width: int, window_size: int, shift_size: int, dtype: torch.dtype, device: torch.device | str
+) -> Tensor:
+    """Additive SW-MSA mask ``(nW, M², M²)`` for a padded ``height × width`` feature map (Swin / spec §1.3).
+
+    The (rolled) map is cut into 9 regions by the row and column slices ``[0, -M), [-M, -s), [-s, end)``; inside a
+    window, token pairs of different regions get ``-100`` and the others ``0``. Built directly in ``dtype``.
+    """
+    m, s = window_size, shift_size
+    label = torch.zeros(height, width, device=device)
+    cuts = (slice(0, -m), slice(-m, -s), slice(-s, None))
+    n = 0
+    for hs in cuts:
+        for ws in cuts:
+            label[hs, ws] = n
+            n += 1
+    win = label.view(height // m, m, width // m, m).permute(0, 2, 1, 3).reshape(-1, m * m)
+    diff = win[:, None, :] - win[:, :, None]
+    return torch.zeros(diff.shape, dtype=dtype, device=device).masked_fill_(diff != 0, SHIFT_MASK_VALUE)
+
+
+class ShiftMaskCache:
+    """A small per-network cache of SW-MSA masks keyed by ``(h, w, dtype, device)`` (spec §5.4: build the mask per
+    size in the input dtype, once); the oldest entry is evicted beyond ``max_entries``."""
+
+    def __init__(self, window_size: int, shift_size: int, max_entries: int = 8) -> None:
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.max_entries = max_entries
+        self._masks: dict[tuple[int, int, torch.dtype, torch.device], Tensor] = {}
+
+    def __call__(self, height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        key = (height, width, dtype, device)
+        mask = self._masks.get(key)
+        if mask is None:
+            if len(self._masks) >= self.max_entries:
+                self._masks.pop(next(iter(self._masks)))
+            mask = calculate_shift_mask(height, width, self.window_size, self.shift_size, dtype, device)
+            self._masks[key] = mask
+        return mask
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+
+def window_partition(x: Tensor, m: int) -> Tensor:
+    """``(B, h, w, C)`` → ``(B·nW, M², C)``; windows ordered batch, window-row, window-col; tokens row-major."""
+    b, h, w, c = x.shape
+    return x.view(b, h // m, m, w // m, m, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, m * m, c)
+
+
+def window_reverse(windows: Tensor, m: int, h: int, w: int) -> Tensor:
+    """Inverse of :func:`window_partition`: ``(B·nW, M², C)`` → ``(B, h, w, C)``."""
+    c = windows.shape[-1]
+    b = windows.shape[0] // ((h // m) * (w // m))
+    return windows.reshape(b, h // m, w // m, m, m, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+
+
+def window_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """``softmax(q·kᵀ·d^-½ + bias)·v`` (HAT Eq. 3 with the relative position bias B) through
+    :func:`~torch.nn.functional.scaled_dot_product_attention`, so that fused kernels are used where available.
+
+    ``q`` ``(..., Nq, d)``, ``k``/``v`` ``(..., Nk, d)``, ``bias`` broadcastable to ``(..., Nq, Nk)``; the bias is
+    cast to ``q``'s dtype.
+    """
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+
+
+def relative_bias(table: Tensor, index: Tensor, rows: int, cols: int) -> Tensor:
+    """Gather ``table[index]`` as ``(heads, rows, cols)``; negative indices wrap (modulo), as Python indexing does."""
+    idx = index.reshape(-1) % table.shape[0]
+    return table[idx].view(rows, cols, -1).permute(2, 0, 1)
+
+
+class WindowAttention(nn.Module):
+    """(Shifted-)window multi-head self-attention with relative position bias (HAT Eq. 3, Swin lineage).
+
+    ``Attention(Q, K, V) = SoftMax(QKᵀ/√d + B)V`` over the M² tokens of each window, ``B = table[rpi]``; shifted
+    windows add the SW-MSA mask. ``forward`` takes ``(B·nW, M², C)`` windows of tokens when the module owns its
+    ``qkv`` projection (HAT: ``attn.qkv``), or of already projected ``[q | k | v]`` channels (``3·dim``) when
+    ``own_qkv=False`` (HMA: the FAB's ``qkv`` lives in the block, the GAB's window branches get slices of one
+    projection). Parameters: ``relative_position_bias_table`` ``((2M-1)², heads)``, [``qkv``], ``proj``.
+    """
+
+    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True, own_qkv: bool = True) -> None:
+        super().__init__()
+        self.dim = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias) if own_qkv else None
+        self.proj = nn.Linear(dim, dim)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x: Tensor, rpi: Tensor, mask: Tensor | None = None) -> Tensor:
+        qkv = self.qkv(x) if self.qkv is not None else x
+        bw, n, _ = qkv.shape
+        h, c = self.num_heads, self.dim
+        q, k, v = qkv.reshape(bw, n, 3, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)  # (bw, heads, n, d)
+        bias = relative_bias(self.relative_position_bias_table, rpi, n, n)  # (heads, n, n)
+        if mask is None:
+            out = window_attention(q, k, v, bias)
+        else:
+            nw = mask.shape[0]
+            shape = (bw // nw, nw, h, n, c // h)
+            full = bias.unsqueeze(0) + mask.unsqueeze(1).to(bias.dtype)  # (nW, heads, n, n)
+            out = window_attention(q.view(shape), k.view(shape), v.view(shape), full).view(bw, h, n, c // h)
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+
+
+def shifted_window_attention(
+    x: Tensor, attend: Callable[[Tensor, Tensor | None], Tensor], window_size: int, shift_size: int, mask: Tensor | None
+) -> Tensor:
+    """(S)W-MSA on a ``(B, h, w, C)`` map: roll by ``-shift`` (if any), partition into M×M windows, ``attend(windows,
+    mask or None)``, reverse, roll back. Returns ``(B, h, w, C_out)``."""
+    _, h, w, _ = x.shape
+    m, s = window_size, shift_size
+    if s > 0:
+        x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
+    y = window_reverse(attend(window_partition(x, m), mask if s > 0 else None), m, h, w)
+    return torch.roll(y, shifts=(s, s), dims=(1, 2)) if s > 0 else y
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (per sample), Huang et al. 2016; identity at eval or with ``p = 0``."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Mlp(nn.Module):
+    """Transformer feed-forward: ``fc2(GELU(fc1(x)))`` with ``hidden`` units."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class TokenNorm(nn.Module):
+    """Flatten ``(B, C, h, w)`` to tokens ``(B, hw, C)`` and LayerNorm them (the official ``patch_embed`` of
+    SwinIR / HAT / HMA with ``patch_size=1, patch_norm=True``: its only parameters are ``norm.weight/bias``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.flatten(2).transpose(1, 2))
+
+
+def pixel_shuffle_upsampler(scale: int, num_feat: int) -> nn.Sequential:
+    """Pixel-shuffle stages: one ``conv 3×3 → 4·F`` + ``PixelShuffle(2)`` per factor 2, or one ``9·F`` / ×3 stage.
+
+    ``scale`` must be 1, 3 or a power of 2 (checked by the caller); Sequential indices match the official
+    ``upsample.{0,2,..}`` keys.
+    """
+    layers: list[nn.Module] = []
+    if scale & (scale - 1) == 0:
+        for _ in range(int(math.log2(scale))):
+            layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
+    else:
+        layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
+    return nn.Sequential(*layers)
+
+
+def init_transformer_weights(m: nn.Module) -> None:
+    """HAT / HMA init (spec §1.5, §2.4): Linear trunc-normal(0.02) with zero bias; LayerNorm weight 1, bias 0; convs
+    keep PyTorch's default. Use with ``module.apply``."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
