@@ -36,23 +36,21 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from .layers import (
-    DIV2K_RGB_MEAN,
     DropPath,
     Mlp,
+    ResidualTokenGroup,
     ShiftMaskCache,
-    TokenNorm,
     WindowAttention,
+    WindowTransformerSR,
     calculate_rpi_sa,
     calculate_shift_mask,
-    crop_to_scale,
+    check_window_transformer_args,
     init_transformer_weights,
-    pad_to_multiple,
-    pixel_shuffle_upsampler,
     relative_bias,
     shifted_window_attention,
+    upsampler_scale,
     window_attention,
     window_partition,
     window_reverse,
@@ -283,31 +281,17 @@ class AttenBlocks(nn.Module):
         return x
 
 
-class RHAG(nn.Module):
+class RHAG(ResidualTokenGroup):
     """Residual Hybrid Attention Group (paper §3.2, Fig. 3): ``x + conv3×3(HABs → OCAB)(x)`` on the token map.
 
     ``resi_connection='identity'`` drops the conv (no ``conv`` keys).
     """
 
     def __init__(self, dim: int, resi_connection: str, **blocks_kwargs: Any) -> None:
-        super().__init__()
-        self.residual_group = AttenBlocks(dim, **blocks_kwargs)
-        self.conv = nn.Conv2d(dim, dim, 3, 1, 1) if resi_connection == "1conv" else nn.Identity()
-
-    def forward(self, x: Tensor, x_size: tuple[int, int], params: Mapping[str, Tensor | None]) -> Tensor:
-        h, w = x_size
-        b, _, c = x.shape
-        y = self.residual_group(x, x_size, params).transpose(1, 2).reshape(b, c, h, w)
-        return self.conv(y).flatten(2).transpose(1, 2) + x
+        super().__init__(AttenBlocks(dim, **blocks_kwargs), dim, resi_connection)
 
 
-def _check_pos_int(name: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"HAT: {name} must be an int >= 1, got {value!r}")
-    return value
-
-
-class HAT(nn.Module):
+class HAT(WindowTransformerSR):
     """Hybrid Attention Transformer (Chen et al., CVPR 2023), classical SR with pixel-shuffle reconstruction.
 
     Args:
@@ -336,9 +320,6 @@ class HAT(nn.Module):
     Input ``(B, 3, H, W)`` RGB in [0, 1], any ``H, W >= 1``; output ``(B, 3, H·s, W·s)``, not clamped.
     """
 
-    in_channels: int = 3
-    out_channels: int = 3
-
     def __init__(
         self,
         scale: int = 4,
@@ -361,24 +342,19 @@ class HAT(nn.Module):
         qkv_bias: bool = True,
     ) -> None:
         super().__init__()
-        scale = _check_pos_int("scale", scale)
-        if scale != 3 and scale & (scale - 1):
-            raise ValueError(f"HAT: scale must be 1, 3 or a power of 2 (pixel-shuffle upsampler), got {scale}")
-        embed_dim = _check_pos_int("embed_dim", embed_dim)
-        window_size = _check_pos_int("window_size", window_size)
-        num_feat = _check_pos_int("num_feat", num_feat)
-        if window_size < 2:
-            raise ValueError(f"HAT: window_size must be >= 2 (shifted windows use M // 2), got {window_size}")
-        depths = [_check_pos_int("depths[i]", d) for d in depths]
-        num_heads = [_check_pos_int("num_heads[i]", h) for h in num_heads]
-        if not depths or len(depths) != len(num_heads):
-            raise ValueError(
-                f"HAT: depths and num_heads must be non-empty lists of the same length (one entry per RHAG), "
-                f"got depths={depths}, num_heads={num_heads}"
-            )
-        for i, h in enumerate(num_heads):
-            if embed_dim % h:
-                raise ValueError(f"HAT: embed_dim={embed_dim} must be divisible by num_heads[{i}]={h}")
+        depths, num_heads = check_window_transformer_args(
+            "HAT",
+            scale=scale,
+            embed_dim=embed_dim,
+            depths=depths,
+            num_heads=num_heads,
+            window_size=window_size,
+            mlp_ratio=mlp_ratio,
+            drop_path_rate=drop_path_rate,
+            num_feat=num_feat,
+            resi_connection=resi_connection,
+            img_range=img_range,
+        )
         if not overlap_ratio >= 0:
             raise ValueError(f"HAT: overlap_ratio must be >= 0, got {overlap_ratio!r}")
         overlap = int(window_size * overlap_ratio)
@@ -400,40 +376,28 @@ class HAT(nn.Module):
                     f"HAT: squeeze_factor={squeeze_factor!r} must be > 0 with embed_dim // squeeze_factor >= 1 "
                     f"(embed_dim={embed_dim})"
                 )
-        if int(embed_dim * mlp_ratio) < 1:
-            raise ValueError(f"HAT: mlp_ratio={mlp_ratio!r} gives int(embed_dim * mlp_ratio) < 1")
-        if not 0 <= drop_path_rate < 1:
-            raise ValueError(f"HAT: drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
-        if resi_connection not in ("1conv", "identity"):
-            raise ValueError(f"HAT: resi_connection must be '1conv' or 'identity', got {resi_connection!r}")
-        if not img_range > 0:
-            raise ValueError(f"HAT: img_range must be > 0, got {img_range!r}")
 
-        self.scale = scale
-        self.embed_dim = embed_dim
+        self._init_head(
+            scale=scale,
+            embed_dim=embed_dim,
+            window_size=window_size,
+            img_range=img_range,
+            grad_checkpointing=grad_checkpointing,
+        )
         self.depths = list(depths)
         self.num_heads = list(num_heads)
-        self.window_size = window_size
-        self.tile_align = window_size
         self.shift_size = window_size // 2
         self.overlap_ratio = overlap_ratio
         self.conv_scale = float(conv_scale)
         self.compress_ratio = compress_ratio
         self.use_cab = bool(use_cab)
         self.use_ocab = bool(use_ocab)
-        self.grad_checkpointing = bool(grad_checkpointing)
-        self.img_range = float(img_range)
-        self.register_buffer("mean", torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1), persistent=False)
         self.shift_mask = ShiftMaskCache(window_size, self.shift_size)
-
         self.register_buffer("relative_position_index_SA", calculate_rpi_sa(window_size))
         if self.use_ocab:
             self.register_buffer("relative_position_index_OCA", calculate_rpi_oca(window_size, window_size + overlap))
         else:
             self.relative_position_index_OCA = None
-
-        self.conv_first = nn.Conv2d(3, embed_dim, 3, 1, 1)
-        self.patch_embed = TokenNorm(embed_dim)
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads, strict=True)):
@@ -456,43 +420,15 @@ class HAT(nn.Module):
                     use_ocab=use_ocab,
                 )
             )
-        self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1) if resi_connection == "1conv" else nn.Identity()
-        self.conv_before_upsample = nn.Sequential(
-            nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(negative_slope=0.01, inplace=True)
-        )
-        self.upsample = pixel_shuffle_upsampler(scale, num_feat)
-        self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
+        self._init_tail(scale=scale, embed_dim=embed_dim, num_feat=num_feat, resi_connection=resi_connection)
         self.apply(init_transformer_weights)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Deep feature extraction on a ``(B, C, h, w)`` map with h, w multiples of the window."""
-        b, c, h, w = x.shape
-        params: dict[str, Tensor | None] = {
-            "attn_mask": self.shift_mask(h, w, x.dtype, x.device),
+    def block_params(self, height: int, width: int, ref: Tensor) -> dict[str, Tensor | None]:
+        return {
+            "attn_mask": self.shift_mask(height, width, ref.dtype, ref.device),
             "rpi_sa": self.relative_position_index_SA,
             "rpi_oca": self.relative_position_index_OCA,
         }
-        t = self.patch_embed(x)
-        ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
-        for layer in self.layers:
-            t = checkpoint(layer, t, (h, w), params, use_reentrant=False) if ckpt else layer(t, (h, w), params)
-        return self.norm(t).transpose(1, 2).reshape(b, c, h, w)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"HAT expects a (B, 3, H, W) tensor, got shape {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        if h < 1 or w < 1:
-            raise ValueError(f"HAT needs an input of at least 1x1 px, got {h}x{w}")
-        mean = self.mean.to(dtype=x.dtype)
-        x = (x - mean) * self.img_range
-        x, (ph, pw) = pad_to_multiple(x, self.window_size, mode="reflect")
-        f0 = self.conv_first(x)
-        f = self.conv_after_body(self.forward_features(f0)) + f0
-        y = self.conv_last(self.upsample(self.conv_before_upsample(f)))
-        y = y / self.img_range + mean
-        return crop_to_scale(y, h, w, self.scale) if (ph or pw) else y
 
     def extra_repr(self) -> str:
         return (
@@ -633,7 +569,6 @@ def hat_l(
 # ------------------------------------------------------------------------------------------------ state-dict detector
 _LAYER_RE = re.compile(r"^layers\.(\d+)\.")
 _BLOCK_RE = re.compile(r"^layers\.0\.residual_group\.blocks\.(\d+)\.")
-_UPSAMPLE_RE = re.compile(r"^upsample\.(\d+)\.weight$")
 _NICE_RATIOS = (0.5, 0.25, 0.75, 1.0, 0.0, 0.125, 0.375, 0.625, 0.875, 1.5, 2.0)
 
 
@@ -721,13 +656,7 @@ def detect_hat(state_dict: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]] |
         kwargs["beta"] = _ratio_for(int(state_dict[blk + "0.weight"].shape[0]), dim, "cab.0")
         kwargs["squeeze_factor"] = _ratio_for(int(state_dict[blk + "3.attention.1.weight"].shape[0]), dim, "cab.3")
     num_feat = int(state_dict["conv_last.weight"].shape[1])
-    scale = 1
-    for k in sorted(state_dict, key=lambda s: (len(s), s)):
-        if mt := _UPSAMPLE_RE.match(k):
-            factor = math.isqrt(int(state_dict[k].shape[0]) // num_feat)
-            if factor * factor * num_feat != int(state_dict[k].shape[0]):
-                raise ValueError(f"HAT state dict: {k} has {state_dict[k].shape[0]} rows, not r^2 * {num_feat}")
-            scale *= factor
+    scale = upsampler_scale(state_dict, num_feat, "HAT")
     extra: dict[str, Any] = {"scale": scale}
     if num_feat != 64 or "conv_after_body.weight" not in state_dict:
         raise ValueError(

@@ -17,12 +17,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "DIV2K_RGB_MEAN",
@@ -31,11 +32,15 @@ __all__ = [
     "LayerNorm2d",
     "Mlp",
     "PadMode",
+    "ResidualTokenGroup",
     "ShiftMaskCache",
+    "SizeCache",
     "TokenNorm",
     "WindowAttention",
+    "WindowTransformerSR",
     "calculate_rpi_sa",
     "calculate_shift_mask",
+    "check_window_transformer_args",
     "crop_to_scale",
     "init_transformer_weights",
     "pad_bottom_right",
@@ -45,6 +50,7 @@ __all__ = [
     "relative_bias",
     "relative_position_index",
     "shifted_window_attention",
+    "upsampler_scale",
     "window_attention",
     "window_partition",
     "window_reverse",
@@ -224,28 +230,39 @@ def calculate_shift_mask(
     return torch.zeros(diff.shape, dtype=dtype, device=device).masked_fill_(diff != 0, SHIFT_MASK_VALUE)
 
 
-class ShiftMaskCache:
-    """A small per-network cache of SW-MSA masks keyed by ``(h, w, dtype, device)`` (spec §5.4: build the mask per
-    size in the input dtype, once); the oldest entry is evicted beyond ``max_entries``."""
+class SizeCache:
+    """A small cache of tensors built per input size: ``cache(*key)`` returns ``build(*key)``, built once per key
+    (e.g. ``(h, w, dtype, device)``); the oldest entry is evicted beyond ``max_entries``."""
+
+    def __init__(self, build: Callable[..., Tensor], max_entries: int = 8) -> None:
+        self.build = build
+        self.max_entries = max_entries
+        self._items: dict[tuple, Tensor] = {}
+
+    def __call__(self, *key: object) -> Tensor:
+        item = self._items.get(key)
+        if item is None:
+            if len(self._items) >= self.max_entries:
+                self._items.pop(next(iter(self._items)))
+            item = self.build(*key)
+            self._items[key] = item
+        return item
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class ShiftMaskCache(SizeCache):
+    """SW-MSA masks keyed by ``(h, w, dtype, device)`` (spec §5.4: build the mask per size in the input dtype,
+    once)."""
 
     def __init__(self, window_size: int, shift_size: int, max_entries: int = 8) -> None:
         self.window_size = window_size
         self.shift_size = shift_size
-        self.max_entries = max_entries
-        self._masks: dict[tuple[int, int, torch.dtype, torch.device], Tensor] = {}
+        super().__init__(self._build_mask, max_entries)
 
-    def __call__(self, height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-        key = (height, width, dtype, device)
-        mask = self._masks.get(key)
-        if mask is None:
-            if len(self._masks) >= self.max_entries:
-                self._masks.pop(next(iter(self._masks)))
-            mask = calculate_shift_mask(height, width, self.window_size, self.shift_size, dtype, device)
-            self._masks[key] = mask
-        return mask
-
-    def __len__(self) -> int:
-        return len(self._masks)
+    def _build_mask(self, height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        return calculate_shift_mask(height, width, self.window_size, self.shift_size, dtype, device)
 
 
 def window_partition(x: Tensor, m: int) -> Tensor:
@@ -394,3 +411,158 @@ def init_transformer_weights(m: nn.Module) -> None:
     elif isinstance(m, nn.LayerNorm):
         nn.init.ones_(m.weight)
         nn.init.zeros_(m.bias)
+
+
+# ------------------------------------------------------------------------- the SwinIR-lineage network shell (HAT, HMA)
+def _pos_int(owner: str, name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{owner}: {name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def check_window_transformer_args(
+    owner: str,
+    *,
+    scale: int,
+    embed_dim: int,
+    depths: Sequence[int],
+    num_heads: Sequence[int],
+    window_size: int,
+    mlp_ratio: float,
+    drop_path_rate: float,
+    num_feat: int,
+    resi_connection: str,
+    img_range: float,
+) -> tuple[list[int], list[int]]:
+    """Validate the hyper-parameters shared by HAT and HMA (errors start with ``owner`` and name the argument);
+    returns ``depths`` and ``num_heads`` as lists."""
+    scale = _pos_int(owner, "scale", scale)
+    if scale != 3 and scale & (scale - 1):
+        raise ValueError(f"{owner}: scale must be 1, 3 or a power of 2 (pixel-shuffle upsampler), got {scale}")
+    embed_dim = _pos_int(owner, "embed_dim", embed_dim)
+    _pos_int(owner, "num_feat", num_feat)
+    if _pos_int(owner, "window_size", window_size) < 2:
+        raise ValueError(f"{owner}: window_size must be >= 2 (shifted windows use M // 2), got {window_size}")
+    depths = [_pos_int(owner, "depths[i]", d) for d in depths]
+    num_heads = [_pos_int(owner, "num_heads[i]", h) for h in num_heads]
+    if not depths or len(depths) != len(num_heads):
+        raise ValueError(
+            f"{owner}: depths and num_heads must be non-empty lists of the same length (one entry per residual "
+            f"group), got depths={depths}, num_heads={num_heads}"
+        )
+    for i, h in enumerate(num_heads):
+        if embed_dim % h:
+            raise ValueError(f"{owner}: embed_dim={embed_dim} must be divisible by num_heads[{i}]={h}")
+    if int(embed_dim * mlp_ratio) < 1:
+        raise ValueError(f"{owner}: mlp_ratio={mlp_ratio!r} gives int(embed_dim * mlp_ratio) < 1")
+    if not 0 <= drop_path_rate < 1:
+        raise ValueError(f"{owner}: drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
+    if resi_connection not in ("1conv", "identity"):
+        raise ValueError(f"{owner}: resi_connection must be '1conv' or 'identity', got {resi_connection!r}")
+    if not img_range > 0:
+        raise ValueError(f"{owner}: img_range must be > 0, got {img_range!r}")
+    return depths, num_heads
+
+
+class ResidualTokenGroup(nn.Module):
+    """A residual group of the SwinIR lineage (HAT's RHAG, paper §3.2 Fig. 3; HMA's RHTB, spec §2.3):
+    ``x + tokens(conv3×3(image(residual_group(x))))``.
+
+    ``residual_group`` is the family's block sequence, called as ``residual_group(x, x_size, params)`` on tokens
+    ``(B, hw, C)``; ``resi_connection='identity'`` drops the conv (no ``conv`` keys).
+    """
+
+    def __init__(self, residual_group: nn.Module, dim: int, resi_connection: str = "1conv") -> None:
+        super().__init__()
+        self.residual_group = residual_group
+        self.conv = nn.Conv2d(dim, dim, 3, 1, 1) if resi_connection == "1conv" else nn.Identity()
+
+    def forward(self, x: Tensor, x_size: tuple[int, int], params: Mapping[str, Tensor | None]) -> Tensor:
+        h, w = x_size
+        b, _, c = x.shape
+        y = self.residual_group(x, x_size, params).transpose(1, 2).reshape(b, c, h, w)
+        return self.conv(y).flatten(2).transpose(1, 2) + x
+
+
+class WindowTransformerSR(nn.Module):
+    """The network shell shared by HAT and HMA (spec §1.4, §2.3): ``(x - mean)·img_range`` → pad bottom/right to a
+    multiple of the window (``pad_mode``: HAT ``reflect``, HMA ``symmetric``, as their official test paths) →
+    ``conv_first`` → tokens + ``patch_embed.norm`` → residual groups ``layers`` → ``norm`` → ``conv_after_body`` + long
+    skip → ``conv_before_upsample`` (conv + LeakyReLU 0.01) → pixel-shuffle ``upsample`` → ``conv_last`` → de-normalise
+    → crop to ``(H·s, W·s)``.
+
+    A family builds it in three calls: :meth:`_init_head`, its own ``self.layers`` (:class:`ResidualTokenGroup`\\ s),
+    :meth:`_init_tail`; and implements :meth:`block_params` (the per-size tensors the blocks share: shift mask,
+    relative-position indices). ``grad_checkpointing`` checkpoints each residual group while training.
+    """
+
+    in_channels: int = 3
+    out_channels: int = 3
+    pad_mode: PadMode = "reflect"
+    layers: nn.ModuleList
+
+    def _init_head(
+        self, *, scale: int, embed_dim: int, window_size: int, img_range: float, grad_checkpointing: bool
+    ) -> None:
+        self.scale = scale
+        self.embed_dim = embed_dim
+        self.window_size = window_size
+        self.tile_align = window_size
+        self.img_range = float(img_range)
+        self.grad_checkpointing = bool(grad_checkpointing)
+        self.register_buffer("mean", torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.conv_first = nn.Conv2d(3, embed_dim, 3, 1, 1)
+        self.patch_embed = TokenNorm(embed_dim)
+
+    def _init_tail(self, *, scale: int, embed_dim: int, num_feat: int, resi_connection: str) -> None:
+        self.norm = nn.LayerNorm(embed_dim)
+        self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1) if resi_connection == "1conv" else nn.Identity()
+        self.conv_before_upsample = nn.Sequential(
+            nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(negative_slope=0.01, inplace=True)
+        )
+        self.upsample = pixel_shuffle_upsampler(scale, num_feat)
+        self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
+
+    def block_params(self, height: int, width: int, ref: Tensor) -> dict[str, Tensor | None]:
+        """Tensors shared by every block for a padded ``height × width`` map (dtype/device of ``ref``)."""
+        raise NotImplementedError
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Deep feature extraction on a ``(B, C, h, w)`` map with h, w multiples of the window."""
+        b, c, h, w = x.shape
+        params = self.block_params(h, w, x)
+        t = self.patch_embed(x)
+        ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for layer in self.layers:
+            t = checkpoint(layer, t, (h, w), params, use_reentrant=False) if ckpt else layer(t, (h, w), params)
+        return self.norm(t).transpose(1, 2).reshape(b, c, h, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        name = type(self).__name__
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"{name} expects a (B, 3, H, W) tensor, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h < 1 or w < 1:
+            raise ValueError(f"{name} needs an input of at least 1x1 px, got {h}x{w}")
+        mean = self.mean.to(dtype=x.dtype)
+        x = (x - mean) * self.img_range
+        x, (ph, pw) = pad_to_multiple(x, self.window_size, mode=self.pad_mode)
+        f0 = self.conv_first(x)
+        f = self.conv_after_body(self.forward_features(f0)) + f0
+        y = self.conv_last(self.upsample(self.conv_before_upsample(f)))
+        y = y / self.img_range + mean
+        return crop_to_scale(y, h, w, self.scale) if (ph or pw) else y
+
+
+def upsampler_scale(state_dict: Mapping[str, Tensor], num_feat: int, owner: str, prefix: str = "upsample.") -> int:
+    """Upscale factor of a :func:`pixel_shuffle_upsampler` in a state dict: the product over its ``<prefix>N.weight``
+    convs of √(rows / num_feat) (spec §4). Errors start with ``owner`` and name the key."""
+    scale = 1
+    keys = [k for k in state_dict if k.startswith(prefix) and k.endswith(".weight")]
+    for k in sorted(keys, key=lambda s: int(s[len(prefix) :].split(".", 1)[0])):
+        rows = int(state_dict[k].shape[0])
+        factor = math.isqrt(rows // num_feat)
+        if factor * factor * num_feat != rows:
+            raise ValueError(f"{owner} state dict: {k} has {rows} rows, not r^2 * {num_feat}")
+        scale *= factor
+    return scale
