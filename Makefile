@@ -37,6 +37,7 @@ bench: install  ## benchmark scripts (print ratios against in-run references)
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_safmn.py
 	$(PY) benchmarks/bench_hat.py
+	$(PY) benchmarks/bench_hma.py
 
 clean:  ## remove outputs
 	rm -rf outputs multirun demo_out .pytest_cache

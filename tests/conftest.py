@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,3 +50,17 @@ def make_cfg(samples_root: Path) -> Callable[..., DictConfig]:
         return compose_cfg(config_name, overrides, output_dir, data_dir=samples_root.parent)
 
     return _make
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run_cli("train", *overrides, cwd=dir)``: run ``python -m sresolve.cli.<name>`` in a fresh process (Hydra
+    multiruns need one), assert it succeeded (showing the end of its stderr otherwise) and return the result."""
+
+    def _run(name: str, *args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", f"sresolve.cli.{name}", *args]
+        res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return res
+
+    return _run

@@ -48,8 +48,10 @@ def test_hat_recipes_resolve_to_the_official_schedules(make_cfg: Callable[..., D
     )
     assert list(x2.model.sched.milestones) == [250000, 400000, 450000, 475000]
     x4 = make_cfg("train", ["experiment=hat_x4_df2k_from_x2"], tmp_path / "b")
-    assert (x4.scale, x4.model.optim.lr, x4.model.total_iter, x4.pretrain.strict) == (4, 1e-4, 250000, False)
+    assert (x4.scale, x4.model.optim.lr, x4.model.total_iter, x4.pretrain.strategy) == (4, 1e-4, 250000, "cross_scale")
     assert list(x4.model.sched.milestones) == [125000, 200000, 225000, 240000]
+    # as the official non-strict load: every same-shape tensor (upsample.0 too); the second x2 stage is new
+    assert x4.pretrain.strict and list(x4.pretrain.exclude) == ["upsample.2.*"]
     assert x4.pretrain.path.endswith("train/hat_x2_df2k/weights/net_g_latest.pth")
     pre = make_cfg("train", ["experiment=hat_l_imagenet"], tmp_path / "c")
     assert (pre.model.total_iter, pre.data.name, list(pre.model.sched.milestones)) == (
@@ -58,11 +60,12 @@ def test_hat_recipes_resolve_to_the_official_schedules(make_cfg: Callable[..., D
         [300000, 500000, 650000, 700000, 750000],
     )
     ft = make_cfg("train", ["experiment=hat_l_df2k_finetune"], tmp_path / "d")
-    assert (ft.model.optim.lr, ft.model.total_iter, ft.pretrain.strict, ft.pretrain.key) == (
+    assert (ft.model.optim.lr, ft.model.total_iter, ft.pretrain.strict, ft.pretrain.key, ft.data.name) == (
         1e-5,
         250000,
         True,
         "params_ema",
+        "df2k",
     )
     assert ft.pretrain.path.endswith("train/hat_l_x4_imagenet/weights/net_g_latest.pth")
 

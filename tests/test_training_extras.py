@@ -1,4 +1,4 @@
-"""Pre-training (BasicSR pretrain_network_g semantics), the optional loggers, and DDP simulated on CPU."""
+"""The optional loggers, DDP simulated on CPU, other data layouts (pre-training strategies: test_pretrain.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from sresolve.cli.train import build_module, train
+from sresolve.cli.train import train
 from sresolve.config import ConfigError
 
 TINY = [
@@ -22,39 +22,6 @@ TINY = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]
-
-
-def test_pretrain_x2_initialises_x4_non_strict(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
-    """The HAT/SAFMN ×4-from-×2 recipe: every tensor but the upsampler comes from the ×2 weights."""
-    cfg2 = make_cfg("train", [*TINY, "scale=2", "model.total_iter=2", "val_freq=2", "save_freq=2"], tmp_path / "x2")
-    train(cfg2)
-    weights = tmp_path / "x2" / "weights" / "net_g_latest.pth"
-    x2 = torch.load(weights, weights_only=True)["params_ema"]
-    strict = make_cfg("train", [*TINY, "pretrain=checkpoint", f"pretrain.path={weights}"], tmp_path / "x4s")
-    with pytest.raises(ValueError, match=r"to_img.0.weight: file \(12, 16, 3, 3\) vs model \(48, 16, 3, 3\)"):
-        build_module(strict).load_pretrained(weights, strict=True)
-    cfg4 = make_cfg(
-        "train",
-        [
-            *TINY,
-            "pretrain=checkpoint",
-            f"pretrain.path={weights}",
-            "pretrain.strict=false",
-            "model.total_iter=2",
-            "val_freq=2",
-            "save_freq=2",
-        ],
-        tmp_path / "x4",
-    )
-    module = build_module(cfg4)
-    report = module.load_pretrained(weights, key="params_ema", strict=False)
-    assert sorted(report["mismatched"]) == ["to_img.0.bias", "to_img.0.weight"]
-    own = module.net.state_dict()
-    for key, value in x2.items():
-        if not key.startswith("to_img"):
-            assert torch.equal(own[key], value) and torch.equal(module.net_ema.state_dict()[key], value)
-    metrics = train(cfg4)  # and it trains from there
-    assert "val/psnr" in metrics
 
 
 @pytest.mark.parametrize("logger", ["tensorboard", "wandb"])

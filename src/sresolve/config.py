@@ -25,6 +25,7 @@ RECIPE_KEYS = frozenset(
         "sched",
         "loss",
         "grad_checkpointing_layers",
+        "finetune_lr",  # the family's small fine-tuning lr, used by pretrain=finetune (HAT 1e-5, HMA 5e-6)
     }
 )
 
@@ -83,9 +84,13 @@ def world_size(trainer_cfg: Mapping[str, Any]) -> int:
 
 
 def validate_train_cfg(cfg: DictConfig) -> None:
-    """Fail at start, naming the key: unknown arch or net argument, wrong types, batch vs devices, patch sizes."""
+    """Fail at start, naming the key: unknown arch or net argument, wrong types, batch vs devices, patch sizes, and
+    the ``pretrain`` group (strategy, ``pretrain.path`` present and a file; :func:`sresolve.pretrain.pretrain_spec`)."""
     from sresolve import archs
+    from sresolve.pretrain import pretrain_spec
 
+    # first: pretrain=finetune interpolates model.finetune_lr, which pretrain_spec checks
+    pretrain_spec(cfg, check_file=cfg.get("ckpt_path") is None)
     arch, _, recipe = split_model_cfg(cfg.model)
     names = archs.list_archs()
     if arch not in names:

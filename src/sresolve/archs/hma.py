@@ -38,7 +38,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import (
@@ -54,6 +53,7 @@ from .layers import (
     relative_bias,
     shifted_window_attention,
     upsampler_scale,
+    window_attention,
     window_partition,
     window_reverse,
 )
@@ -234,7 +234,7 @@ class GridAttentionStep(nn.Module):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, table: Tensor, index: Tensor) -> Tensor:
         """``q`` ``(G, heads, r, d)`` (a block of ``r`` query rows), ``k``/``v`` ``(G, heads, n, d)``, ``index``
         ``(r, n)`` rows of the relative-position index → ``(G, heads, r, d)``."""
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=relative_bias(table, index, *index.shape))
+        return window_attention(q, k, v, relative_bias(table, index, *index.shape))
 
 
 class GridAttention(nn.Module):

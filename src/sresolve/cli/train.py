@@ -11,6 +11,7 @@ Examples::
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -83,11 +84,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
     ckpt_path = resolve_ckpt_path(cfg, output_dir)
-    if cfg.pretrain.get("path") and ckpt_path is None:
-        report = module.load_pretrained(
-            cfg.pretrain.path, key=cfg.pretrain.get("key"), strict=bool(cfg.pretrain.strict)
-        )
-        log.info("initialised from %s: %s", cfg.pretrain.path, {k: len(v) for k, v in report.items()})
+    init = initialise(cfg, module, output_dir) if ckpt_path is None else _previous_init(output_dir)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     if not loggers:  # nothing to monitor into (logger=none)
@@ -107,9 +104,78 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if cfg.export:
             paths = module.export_weights(output_dir / "weights")
             log.info("exported weights: %s", ", ".join(str(p) for p in paths.values()))
-        best = next((c.best_model_path for c in callbacks if getattr(c, "monitor", None) and c.best_model_path), None)
-        log.info("run folder: %s | best checkpoint: %s | final val: %s", output_dir, best, metrics)
+        best = next((c for c in callbacks if getattr(c, "monitor", None) and c.best_model_path), None)
+        write_results(cfg, output_dir, metrics, int(trainer.global_step), best, init)
+        log.info(
+            "run folder: %s | best checkpoint: %s | final val: %s",
+            output_dir,
+            best.best_model_path if best is not None else None,
+            metrics,
+        )
     return metrics
+
+
+def initialise(cfg: DictConfig, module: Any, output_dir: Path) -> dict[str, Any] | None:
+    """Apply the ``pretrain`` strategy (:mod:`sresolve.pretrain`): load the weights file into the net and its EMA,
+    log what was loaded / skipped / newly initialised and write it to ``<run>/pretrain_report.json``."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    from sresolve.pretrain import PretrainMismatchError, pretrain_spec
+
+    spec = pretrain_spec(cfg)
+    summary: dict[str, Any] = {"strategy": spec.strategy, "source_scale": spec.source_scale, "path": None}
+    if spec.path is None:
+        log.info("initialisation: pretrain=%s, random weights", spec.strategy)
+        if rank_zero_only.rank == 0:
+            _write_json(output_dir / "pretrain_report.json", summary)
+        return summary
+    try:
+        report = module.load_pretrained(spec.path, key=spec.key, strict=spec.strict, exclude=spec.exclude)
+    except PretrainMismatchError as err:
+        raise ConfigError(f"pretrain={spec.strategy}: {err}") from None
+    log.info("pretrain=%s: %s", spec.strategy, report.format())
+    summary.update(path=str(spec.path), **report.counts())
+    if rank_zero_only.rank == 0:  # under DDP every process loads the same file; one writes the report
+        _write_json(output_dir / "pretrain_report.json", {**summary, "report": report.to_dict()})
+    return summary
+
+
+def _previous_init(output_dir: Path) -> dict[str, Any] | None:
+    """A resumed run restores its own checkpoint; its initialisation is the one recorded when it started."""
+    import json
+
+    path = output_dir / "pretrain_report.json"
+    if not path.is_file():
+        return None
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "report"}
+
+
+def write_results(
+    cfg: DictConfig, output_dir: Path, metrics: dict[str, float], step: int, best: Any, init: dict[str, Any] | None
+) -> Path:
+    """``<run>/results.json``: the final validation metrics, the best tracked score, the step, the scale, network,
+    data and initialisation of the run (what ``sresolve-collect`` reads to build result tables)."""
+    best_score = getattr(best, "best_model_score", None)
+    payload = {
+        "run_name": str(cfg.run_name),
+        "arch": str(cfg.model.arch),
+        "scale": int(cfg.scale),
+        "data": str(cfg.data.get("name", "")),
+        "step": step,
+        "metrics": metrics,
+        "best": {str(best.monitor): float(best_score)} if best_score is not None else {},
+        "pretrain": init,
+    }
+    return _write_json(output_dir / "results.json", payload)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> Path:
+    import json
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+    return path
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")

@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     # datamodules
     "BENCHMARK_NAMES": "datamodules",
     "BenchmarkDataModule": "datamodules",
+    "ImageNetSRDataModule": "datamodules",
     "PairedSRDataModule": "datamodules",
     "SamplesDataModule": "datamodules",
     "ShardedEvalSampler": "datamodules",
@@ -46,6 +47,7 @@ __all__ = [
     "BenchmarkDataModule",
     "BenchmarkDataset",
     "ImageFolderPairDataset",
+    "ImageNetSRDataModule",
     "ImageReadError",
     "PairedImageDataset",
     "PairedSRDataModule",
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
     from sresolve.data.datamodules import (
         BENCHMARK_NAMES,
         BenchmarkDataModule,
+        ImageNetSRDataModule,
         PairedSRDataModule,
         SamplesDataModule,
         ShardedEvalSampler,

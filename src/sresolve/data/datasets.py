@@ -60,10 +60,10 @@ def _format_name(tmpl: str, stem: str, scale: int, name: str) -> str:
         ) from None
 
 
-def _index_folder(folder: Path) -> dict[str, list[Path]]:
+def _index_folder(folder: Path, recursive: bool = False) -> dict[str, list[Path]]:
     """Map file stem -> image files with that stem in ``folder`` (no listing errors: may be empty)."""
     index: dict[str, list[Path]] = {}
-    for path in list_images(folder):
+    for path in list_images(folder, recursive=recursive):
         index.setdefault(path.stem, []).append(path)
     return index
 
@@ -128,6 +128,12 @@ class PairedImageDataset(Dataset):
     Cached and uncached datasets return identical items. All images (16-bit ones included) enter the training
     pipeline as 8-bit (:func:`~sresolve.data.io.read_image_uint8`).
 
+    Folder trees: ``recursive=True`` takes the images of every sub-folder too (ImageNet's ``train/<wnid>/*.JPEG``).
+    Image sizes are read from the file headers only (Pillow, no decoding), in a thread pool. An image smaller than
+    the HR patch is an error naming it, unless ``skip_small=True`` (ImageNet pre-training): then it is left out and
+    one log line says ``skipped N of M images smaller than the PxP HR patch``; the left-out files are in
+    :attr:`skipped`.
+
     Indexing: ``dataset[(index, sample_seed)]`` (what the training sampler yields) or ``dataset[index]``; see the
     module docstring for how each seeds the sample's generator.
     """
@@ -147,6 +153,8 @@ class PairedImageDataset(Dataset):
         seed: int = 0,
         lr_quantize: bool = True,
         num_threads: int | None = None,
+        recursive: bool = False,
+        skip_small: bool = False,
     ) -> None:
         super().__init__()
         self.scale = _positive_int(scale, "scale")
@@ -166,7 +174,8 @@ class PairedImageDataset(Dataset):
         threads = num_threads if num_threads is not None else _default_threads()
 
         self.hr_dirs = _as_path_list(hr_dirs, "hr_dirs")
-        listed = {d: list_images(d) for d in self.hr_dirs}
+        self.recursive, self.skip_small = bool(recursive), bool(skip_small)
+        listed = {d: list_images(d, recursive=self.recursive) for d in self.hr_dirs}
         self.hr_paths: list[Path] = [p for d in self.hr_dirs for p in listed[d]]
         hr_dir_of = [d for d in self.hr_dirs for _ in listed[d]]
         self.lr_paths: list[Path] | None = None
@@ -177,7 +186,10 @@ class PairedImageDataset(Dataset):
                     f"lr_dirs must have one folder per HR folder: {len(self.hr_dirs)} hr_dirs {self.hr_dirs} but "
                     f"{len(self.lr_dirs)} lr_dirs {self.lr_dirs}"
                 )
-            indexes = {hr_dir: _index_folder(lr_dir) for hr_dir, lr_dir in zip(self.hr_dirs, self.lr_dirs, strict=True)}
+            indexes = {
+                hr_dir: _index_folder(lr_dir, recursive=self.recursive)
+                for hr_dir, lr_dir in zip(self.hr_dirs, self.lr_dirs, strict=True)
+            }
             lr_dir_of = dict(zip(self.hr_dirs, self.lr_dirs, strict=True))
             self.lr_paths = []
             for hr_path, hr_dir in zip(self.hr_paths, hr_dir_of, strict=True):
@@ -198,6 +210,9 @@ class PairedImageDataset(Dataset):
         self.lr_sizes: list[tuple[int, int]] | None = (
             _map_threads(image_size, self.lr_paths, threads) if self.lr_paths is not None else None
         )
+        self.skipped: list[Path] = []
+        if self.skip_small:
+            self._drop_small()
         self._validate_sizes()
         self.decoded_bytes = 3 * sum(h * w for h, w in self.hr_sizes)
         if self.lr_sizes is not None:
@@ -221,6 +236,39 @@ class PairedImageDataset(Dataset):
         self._calls = 0
 
     # ------------------------------------------------------------------ checks
+    def _drop_small(self) -> None:
+        """``skip_small``: leave out images (pairs) too small for the patch, and log how many (one line)."""
+        s, p = self.scale, self.lr_patch_size
+        hr_patch = p * s
+        keep = []
+        for i, (h, w) in enumerate(self.hr_sizes):
+            if self.lr_sizes is not None:
+                lh, lw = self.lr_sizes[i]
+                h, w = min(h, lh * s), min(w, lw * s)
+            if h >= hr_patch and w >= hr_patch:
+                keep.append(i)
+        total = len(self.hr_paths)
+        self.skipped = [self.hr_paths[i] for i in sorted(set(range(total)) - set(keep))]
+        log.info(
+            "skipped %d of %d images smaller than the %dx%d HR patch (lr_patch_size %d x scale %d)",
+            len(self.skipped),
+            total,
+            hr_patch,
+            hr_patch,
+            p,
+            s,
+        )
+        if not keep:
+            raise ValueError(
+                f"every one of the {total} HR images in {[str(d) for d in self.hr_dirs]} is smaller than the HR patch "
+                f"{hr_patch}x{hr_patch} (lr_patch_size {p} x scale {s})"
+            )
+        self.hr_paths = [self.hr_paths[i] for i in keep]
+        self.hr_sizes = [self.hr_sizes[i] for i in keep]
+        if self.lr_paths is not None and self.lr_sizes is not None:
+            self.lr_paths = [self.lr_paths[i] for i in keep]
+            self.lr_sizes = [self.lr_sizes[i] for i in keep]
+
     def _validate_sizes(self) -> None:
         s, p = self.scale, self.lr_patch_size
         hr_patch = p * s

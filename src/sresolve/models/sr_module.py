@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from sresolve.checkpoints import export_basicsr, load_state_dict, save_safetenso
 from sresolve.metrics import PSNRY, SSIMY
 from sresolve.models.losses import WeightedLoss
 from sresolve.ops.tiling import upscale
+from sresolve.pretrain import InitReport, transfer_weights
 
 
 def build_optimizer(params: Any, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -268,35 +269,34 @@ class SRModule(L.LightningModule):
         np.random.set_state(_numpy_state_from_tensors(states["numpy"]))
         random.setstate(_python_state_from_tensors(states["python"]))
 
-    def load_pretrained(self, path: str | Path, key: str | None = "params_ema", strict: bool = True) -> dict[str, list]:
+    def load_pretrained(
+        self,
+        path: str | Path,
+        key: str | None = "params_ema",
+        strict: bool = True,
+        exclude: Sequence[str] = (),
+    ) -> InitReport:
         """Initialise net (and EMA net) from a weights file, BasicSR ``pretrain_network_g`` semantics.
 
-        With ``strict=False`` keys whose shapes differ (e.g. the upsampler when fine-tuning ×4 from ×2) and missing or
-        unexpected keys are skipped and reported. Returns ``{"missing", "unexpected", "mismatched"}`` key lists.
+        The file may be a sresolve ``.ckpt`` (EMA weights preferred), an exported ``net_g_*.pth`` / ``.safetensors``
+        or an official BasicSR ``.pth`` (``params_ema``, falling back to ``params`` as BasicSR does, or a bare dict).
+        Key matching is :func:`sresolve.pretrain.transfer_weights`: keys matching ``exclude`` (e.g. ``upsample.*``
+        for cross-scale initialisation) are not transferred; with ``strict`` every other key must be present with the
+        same shape, otherwise :class:`~sresolve.pretrain.PretrainMismatchError` names the keys. The EMA net starts as
+        a copy of the initialised net (BasicSR loads the same file into both). Returns the :class:`InitReport`.
         """
         try:
             state = load_state_dict(path, key=key)
         except KeyError:
-            if key == "params_ema":  # BasicSR falls back to 'params'
+            if key == "params_ema":  # BasicSR falls back to 'params' (and we to the usual containers)
                 state = load_state_dict(path, key=None)
             else:
                 raise
-        own = self.net.state_dict()
-        mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-        if strict and mismatched:
-            shapes = ", ".join(
-                f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:5]
-            )
-            raise ValueError(f"pretrain.path={path}: shape mismatch ({shapes}); set pretrain.strict=false to skip them")
-        state = {k: v for k, v in state.items() if k not in mismatched}
-        result = self.net.load_state_dict(state, strict=strict)
+        hint = "pretrain.exclude lists the keys allowed to differ; pretrain.strict=false loads what fits"
+        report = transfer_weights(self.net, state, exclude=exclude, strict=strict, source=str(path), hint=hint)
         if self.net_ema is not None:
             self.net_ema.load_state_dict(self.net.state_dict())
-        return {
-            "missing": list(result.missing_keys),
-            "unexpected": list(result.unexpected_keys),
-            "mismatched": mismatched,
-        }
+        return report
 
     def export_weights(self, out_dir: str | Path, stem: str = "net_g_latest") -> dict[str, Path]:
         """Write ``<stem>.pth`` (BasicSR ``{'params', 'params_ema'}``) and ``<stem>.safetensors`` (EMA weights)."""
