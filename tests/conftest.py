@@ -64,3 +64,51 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         return res
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def demo_outputs(tmp_path_factory: pytest.TempPathFactory, samples_root: Path) -> Path:
+    """An ``outputs/`` folder shaped like the one ``make demo`` leaves (``train/demo_safmn_x4/`` with config,
+    metrics, checkpoints and weights; ``test/demo_safmn_x4/`` with results tables, SR images and comparisons), made
+    in-process with the real training and test code on a smaller SAFMN (dim 24, 2 blocks, 40 steps). Notebooks read
+    it through ``SRESOLVE_OUTPUTS``."""
+    from sresolve.cli.test import run_test
+    from sresolve.cli.train import train
+
+    root = tmp_path_factory.mktemp("demo") / "outputs"
+    small = ["model.dim=24", "model.n_blocks=2"]
+    train_dir = root / "train" / "demo_safmn_x4"
+    cfg = compose_cfg(
+        "train",
+        [
+            "experiment=demo",
+            *small,
+            "model.total_iter=40",
+            "val_freq=20",
+            "save_freq=20",
+            "data.num_workers=0",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+            "trainer.log_every_n_steps=5",
+        ],
+        train_dir,
+        data_dir=samples_root.parent,
+    )
+    train(cfg)
+    test_cfg = compose_cfg(
+        "test",
+        [
+            "model=safmn",
+            *small,
+            "scale=4",
+            "data=samples_holdout",
+            f"ckpt={train_dir / 'weights' / 'net_g_latest.pth'}",
+            "save_comparisons=true",
+            "save_images=true",
+            "run_name=demo_safmn_x4",
+        ],
+        root / "test" / "demo_safmn_x4",
+        data_dir=samples_root.parent,
+    )
+    run_test(test_cfg)
+    return root

@@ -112,18 +112,36 @@ def results_markdown(results: list[Result], protocol: EvalProtocol, extra: str =
     return "\n".join(lines)
 
 
-def write_results(results: list[Result], out_dir: Path, protocol: EvalProtocol, extra: str = "") -> dict[str, Path]:
-    """``results.md`` (table), ``results.csv`` (means) and ``per_image.csv``."""
+def write_results(
+    results: list[Result],
+    out_dir: Path,
+    protocol: EvalProtocol,
+    extra: str = "",
+    scale: float | None = None,
+    modcrop: int | None = None,
+) -> dict[str, Path]:
+    """``results.md`` (table), ``results.csv`` (means; with ``scale`` / ``modcrop`` columns when given, read by
+    ``sresolve-report``) and ``per_image.csv``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "results.md"
     md.write_text(results_markdown(results, protocol, extra) + "\n")
     table = out_dir / "results.csv"
     with table.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["dataset", "method", "images", "psnr", "ssim", "protocol"])
+        tail = [c for c, v in (("scale", scale), ("modcrop", modcrop)) if v is not None]
+        w.writerow(["dataset", "method", "images", "psnr", "ssim", "protocol", *tail])
+        values = [f"{v:g}" for v in (scale, modcrop) if v is not None]
         for r in results:
             w.writerow(
-                [r.dataset, r.method, len(r.psnr), f"{r.mean_psnr:.6f}", f"{r.mean_ssim:.6f}", protocol.describe()]
+                [
+                    r.dataset,
+                    r.method,
+                    len(r.psnr),
+                    f"{r.mean_psnr:.6f}",
+                    f"{r.mean_ssim:.6f}",
+                    protocol.describe(),
+                    *values,
+                ]
             )
     per_image = out_dir / "per_image.csv"
     with per_image.open("w", newline="") as f:

@@ -82,7 +82,8 @@ def run_test(cfg: DictConfig) -> dict[str, Any]:
         tta=tta == "x8",
         on_image=on_image,
     )
-    paths = write_results(results, out_dir, protocol, extra)
+    modcrop_used = int(modcrop) if modcrop is not None else int(net.scale)
+    paths = write_results(results, out_dir, protocol, extra, scale=int(net.scale), modcrop=modcrop_used)
     table = results_markdown(results, protocol, extra)
     print("\n" + table)
     print(f"\nresults: {paths['markdown']} | {paths['csv']} | per image: {paths['per_image']}")
