@@ -40,14 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_safmn import _proc_status_mib, _sync  # the /proc reader and device sync of the SAFMN benchmark
 from sresolve.archs import create
 from sresolve.archs.hma import GridAttentionStep
-from sresolve.archs.layers import relative_bias
 
 MODES = ("official", "direct", "chunked")
 
 
-def _official_step(self: GridAttentionStep, q: Tensor, k: Tensor, v: Tensor, table: Tensor, index: Tensor) -> Tensor:
+def _official_step(self: GridAttentionStep, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
     """The release's attention step: materialised scores, bias added, softmax, matmul."""
-    attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + relative_bias(table, index, *index.shape)
+    attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + bias
     return attn.softmax(-1) @ v
 
 

@@ -231,10 +231,14 @@ class GridAttentionStep(nn.Module):
         """``((2gh-1)(2gw-1), heads)``: the bias of every relative offset of a ``gh × gw`` sub-grid, in ``dtype``."""
         return self.pos(relative_offsets(gh, gw, dtype, device))
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, table: Tensor, index: Tensor) -> Tensor:
-        """``q`` ``(G, heads, r, d)`` (a block of ``r`` query rows), ``k``/``v`` ``(G, heads, n, d)``, ``index``
-        ``(r, n)`` rows of the relative-position index → ``(G, heads, r, d)``."""
-        return window_attention(q, k, v, relative_bias(table, index, *index.shape))
+    def bias(self, table: Tensor, index: Tensor) -> Tensor:
+        """``(heads, r, n)`` bias of the query rows whose ``(r, n)`` relative-position index is ``index``."""
+        return relative_bias(table, index, *index.shape)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+        """``q`` ``(G, heads, r, d)`` (a block of ``r`` query rows), ``k``/``v`` ``(G, heads, n, d)``, ``bias``
+        ``(heads, r, n)`` → ``(G, heads, r, d)``."""
+        return window_attention(q, k, v, bias)
 
 
 class GridAttention(nn.Module):
@@ -272,35 +276,35 @@ class GridAttention(nn.Module):
         sub-grid → ``(G, n, dim)``."""
         groups, n, c = grid.shape
         heads, d = self.num_heads, c // self.num_heads
-        table1 = self.attn_transform1.bias_table(gh, gw, grid.dtype, grid.device)
-        table2 = self.attn_transform2.bias_table(gh, gw, grid.dtype, grid.device)
+        step1, step2 = self.attn_transform1, self.attn_transform2
+        table1 = step1.bias_table(gh, gw, grid.dtype, grid.device)
+        table2 = step2.bias_table(gh, gw, grid.dtype, grid.device)
+        q, k, v = qkv.reshape(groups, n, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # (G, heads, n, d) views
+        g = grid.reshape(groups, n, heads, d).transpose(1, 2)
         step, rows = self.plan(groups, n, grid.dtype)
-        index = relative_index_rows(gh, gw, 0, n, grid.device) if rows == n else None
-        outs = []
-        for s in range(0, groups, step):
-            q, k, v = qkv[s : s + step].reshape(-1, n, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
-            g = grid[s : s + step].reshape(-1, n, heads, d).transpose(1, 2)
-            if index is not None:
-                t = self.attn_transform1(g, k, v, table1, index)
-                out = self.attn_transform2(q, g, t, table2, index)
-            else:  # one group, blocks of query rows: both steps are row-separable
-                blocks = [relative_index_rows(gh, gw, r, min(r + rows, n), grid.device) for r in range(0, n, rows)]
-                t = torch.cat(
-                    [
-                        self.attn_transform1(g[:, :, r : r + rows], k, v, table1, idx)
-                        for r, idx in zip(range(0, n, rows), blocks, strict=True)
-                    ],
-                    dim=2,
-                )
-                out = torch.cat(
-                    [
-                        self.attn_transform2(q[:, :, r : r + rows], g, t, table2, idx)
-                        for r, idx in zip(range(0, n, rows), blocks, strict=True)
-                    ],
-                    dim=2,
-                )
-            outs.append(out.transpose(1, 2).reshape(-1, n, c))
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        chunks = [slice(s, s + step) for s in range(0, groups, step)]
+        blocks = [slice(r, min(r + rows, n)) for r in range(0, n, rows)]
+
+        # row blocks outside, group chunks inside: a block's bias is gathered once and shared by every group; with
+        # one block (the usual case) that is one bias per step for the whole image
+        def index(blk: slice) -> Tensor:
+            return relative_index_rows(gh, gw, blk.start, blk.stop, grid.device)
+
+        t_blocks = []
+        for blk in blocks:
+            b1 = step1.bias(table1, index(blk))
+            t_blocks.append(_cat([step1(g[ch, :, blk], k[ch], v[ch], b1) for ch in chunks], 0))
+        t = _cat(t_blocks, 2)  # (G, heads, n, d): the grid tokens after attending to the keys
+        out_blocks = []
+        for blk in blocks:
+            b2 = step2.bias(table2, index(blk))
+            out_blocks.append(_cat([step2(q[ch, :, blk], g[ch], t[ch], b2) for ch in chunks], 0))
+        out = _cat(out_blocks, 2)
+        return out.transpose(1, 2).reshape(groups, n, c)
+
+
+def _cat(parts: list[Tensor], dim: int) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
 
 
 class GAB(nn.Module):

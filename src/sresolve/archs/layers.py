@@ -296,7 +296,7 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
 def relative_bias(table: Tensor, index: Tensor, rows: int, cols: int) -> Tensor:
     """Gather ``table[index]`` as ``(heads, rows, cols)``; negative indices wrap (modulo), as Python indexing does."""
     idx = index.reshape(-1) % table.shape[0]
-    return table[idx].view(rows, cols, -1).permute(2, 0, 1)
+    return table[idx].view(rows, cols, -1).permute(2, 0, 1).contiguous()  # the fused kernels want a dense mask
 
 
 class WindowAttention(nn.Module):
