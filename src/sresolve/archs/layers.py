@@ -278,6 +278,41 @@ def window_reverse(windows: Tensor, m: int, h: int, w: int) -> Tensor:
     return windows.reshape(b, h // m, w // m, m, m, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 
 
+def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
+    """Reduce a broadcast gradient back to ``shape`` (sum over the broadcast dims)."""
+    dims = tuple(i for i, (g, s) in enumerate(zip(grad.shape, shape, strict=True)) if s == 1 and g != 1)
+    return grad.sum(dims, keepdim=True) if dims else grad
+
+
+class _BiasedAttentionCPU(torch.autograd.Function):
+    """``softmax(q·kᵀ·d^-½ + bias)·v`` with a differentiable ``bias`` on the CPU.
+
+    PyTorch's fused CPU kernel has no gradient for the mask, so with a learnable relative-position bias autograd falls
+    back to the math path, which keeps every block's score and probability maps alive until the backward pass. Here
+    the forward runs the fused kernel and keeps only ``q, k, v, bias, out``; the backward recomputes the probabilities
+    ``P`` of one call and applies the softmax-attention gradients: ``dV = Pᵀ·dO``, ``dS = P ⊙ (dO·Vᵀ - rowsum(dO ⊙
+    O))``, ``dQ = dS·K·d^-½``, ``dK = dSᵀ·Q·d^-½``, ``dB = dS`` summed over the broadcast dims.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        ctx.save_for_backward(q, k, v, bias, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, d_out: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        q, k, v, bias, out = ctx.saved_tensors  # type: ignore[attr-defined]
+        scale = q.shape[-1] ** -0.5
+        p = torch.softmax(torch.matmul(q, k.transpose(-2, -1)).mul_(scale).add_(bias), dim=-1)
+        d_v = torch.matmul(p.transpose(-2, -1), d_out)
+        d_s = torch.matmul(d_out, v.transpose(-2, -1)).sub_((d_out * out).sum(-1, keepdim=True)).mul_(p)
+        del p
+        d_q = torch.matmul(d_s, k).mul_(scale)
+        d_k = torch.matmul(d_s.transpose(-2, -1), q).mul_(scale)
+        return d_q, d_k, d_v, _sum_to(d_s, bias.shape)
+
+
 def window_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
     """``softmax(q·kᵀ·d^-½ + bias)·v`` (HAT Eq. 3 with the relative position bias B) through
     :func:`~torch.nn.functional.scaled_dot_product_attention`, so that fused kernels are used where available.
@@ -286,10 +321,14 @@ def window_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
     cast to ``q``'s dtype and given as many dims as ``q``: PyTorch's fused CPU kernel
     (``_scaled_dot_product_flash_attention_for_cpu``) only accepts a mask of the query's rank and otherwise falls back
     to the unfused math path (measured 5× slower for HAT's 256-token windows). Keep ``q`` 4-D for the same reason.
+    When training on the CPU with a learnable bias, :class:`_BiasedAttentionCPU` keeps the fused forward (the
+    kernel has no mask gradient) and computes the gradients itself.
     """
     bias = bias.to(q.dtype)
     if bias.dim() < q.dim():
         bias = bias.view((1,) * (q.dim() - bias.dim()) + tuple(bias.shape))
+    if q.device.type == "cpu" and q.dim() == 4 and bias.requires_grad and torch.is_grad_enabled():
+        return _BiasedAttentionCPU.apply(q, k, v, bias)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
 
