@@ -224,7 +224,8 @@ class OCAB(nn.Module):
         kv = qkv[..., c:].permute(0, 3, 1, 2)  # (b, 2C, h, w): k channels then v channels
         kv = self.unfold(kv)  # (b, 2C·Mo², nW), channel-major
         nw = kv.shape[-1]
-        kv = kv.view(b, 2, c, mo * mo, nw).permute(1, 0, 4, 3, 2).reshape(2, b * nw, mo * mo, c)
+        # channels last and dense: the fused attention kernels need a unit stride on the head dim (else: math path)
+        kv = kv.view(b, 2, c, mo * mo, nw).permute(1, 0, 4, 3, 2).contiguous().view(2, b * nw, mo * mo, c)
         k, v = kv.unbind(0)
         q = q.view(-1, m * m, nh, d).transpose(1, 2)
         k = k.reshape(-1, mo * mo, nh, d).transpose(1, 2)
