@@ -30,7 +30,6 @@ compression, §3.2) and ``gamma`` (γ, OCAB overlap ratio, §3.3), together with
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -54,6 +53,7 @@ from .layers import (
     window_attention,
     window_partition,
     window_reverse,
+    window_transformer_layout,
 )
 from .registry import arch_defaults, arch_family, list_archs, register_arch, register_detector
 
@@ -568,8 +568,6 @@ def hat_l(
 
 
 # ------------------------------------------------------------------------------------------------ state-dict detector
-_LAYER_RE = re.compile(r"^layers\.(\d+)\.")
-_BLOCK_RE = re.compile(r"^layers\.0\.residual_group\.blocks\.(\d+)\.")
 _NICE_RATIOS = (0.5, 0.25, 0.75, 1.0, 0.0, 0.125, 0.375, 0.625, 0.875, 1.5, 2.0)
 
 
@@ -616,17 +614,7 @@ def detect_hat(state_dict: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]] |
     # HMA shares part of this layout; its groups carry grid attention (spec §4) and are not HAT.
     if any(".gab." in k for k in state_dict):
         return None
-    cf = state_dict["conv_first.weight"]
-    dim, in_ch = int(cf.shape[0]), int(cf.shape[1])
-    if in_ch != 3:
-        raise ValueError(f"HAT state dict has {in_ch} input channels (conv_first.weight); only 3 are supported")
-    n_sa = int(state_dict["relative_position_index_SA"].shape[0])
-    m = math.isqrt(n_sa)
-    if m * m != n_sa:
-        raise ValueError(f"HAT state dict: relative_position_index_SA has {n_sa} rows, not a square window")
-    layer_ids = sorted({int(mt.group(1)) for k in state_dict if (mt := _LAYER_RE.match(k))})
-    if layer_ids != list(range(len(layer_ids))):
-        raise ValueError(f"HAT state dict has non-contiguous group indices layers.N: {layer_ids}")
+    dim, m, layer_ids = window_transformer_layout(state_dict, "HAT")
     depths: list[int] = []
     num_heads: list[int] = []
     for i in layer_ids:

@@ -56,6 +56,7 @@ from .layers import (
     window_attention,
     window_partition,
     window_reverse,
+    window_transformer_layout,
 )
 from .registry import arch_defaults, arch_family, list_archs, register_arch, register_detector
 
@@ -597,7 +598,6 @@ def hma(
 
 
 # ------------------------------------------------------------------------------------------------ state-dict detector
-_LAYER_RE = re.compile(r"^layers\.(\d+)\.")
 
 
 @register_detector("hma", priority=20)
@@ -619,17 +619,7 @@ def detect_hma(state_dict: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]] |
     fab_qkv = any(re.match(r"^layers\.0\.residual_group\.blocks\.\d+\.qkv\.weight$", k) for k in state_dict)
     if not fab_qkv:  # HAT keeps its qkv inside ``attn``; block-level qkv is HMA's layout (spec §2.7.3)
         return None
-    cf = state_dict["conv_first.weight"]
-    dim, in_ch = int(cf.shape[0]), int(cf.shape[1])
-    if in_ch != 3:
-        raise ValueError(f"HMA state dict has {in_ch} input channels (conv_first.weight); only 3 are supported")
-    n_sa = int(state_dict["relative_position_index_SA"].shape[0])
-    m = math.isqrt(n_sa)
-    if m * m != n_sa:
-        raise ValueError(f"HMA state dict: relative_position_index_SA has {n_sa} rows, not a square window")
-    layer_ids = sorted({int(mt.group(1)) for k in state_dict if (mt := _LAYER_RE.match(k))})
-    if layer_ids != list(range(len(layer_ids))):
-        raise ValueError(f"HMA state dict has non-contiguous group indices layers.N: {layer_ids}")
+    dim, m, layer_ids = window_transformer_layout(state_dict, "HMA")
     depths: list[int] = []
     num_heads: list[int] = []
     fc1 = None

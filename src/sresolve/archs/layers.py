@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
@@ -54,6 +55,7 @@ __all__ = [
     "window_attention",
     "window_partition",
     "window_reverse",
+    "window_transformer_layout",
 ]
 
 PadMode = Literal["reflect", "replicate", "symmetric", "constant"]
@@ -612,3 +614,24 @@ def upsampler_scale(state_dict: Mapping[str, Tensor], num_feat: int, owner: str,
             raise ValueError(f"{owner} state dict: {k} has {rows} rows, not r^2 * {num_feat}")
         scale *= factor
     return scale
+
+
+_LAYER_KEY = re.compile(r"^layers\.(\d+)\.")
+
+
+def window_transformer_layout(state_dict: Mapping[str, Tensor], owner: str) -> tuple[int, int, list[int]]:
+    """``(embed_dim, window_size, group ids)`` of a SwinIR-lineage state dict (HAT, HMA; spec §4): C = rows of
+    ``conv_first``, M = √rows of ``relative_position_index_SA``, the contiguous ``layers.N`` indices. Errors start
+    with ``owner`` and name the key."""
+    cf = state_dict["conv_first.weight"]
+    dim, in_ch = int(cf.shape[0]), int(cf.shape[1])
+    if in_ch != 3:
+        raise ValueError(f"{owner} state dict has {in_ch} input channels (conv_first.weight); only 3 are supported")
+    n_sa = int(state_dict["relative_position_index_SA"].shape[0])
+    m = math.isqrt(n_sa)
+    if m * m != n_sa:
+        raise ValueError(f"{owner} state dict: relative_position_index_SA has {n_sa} rows, not a square window")
+    layer_ids = sorted({int(mt.group(1)) for k in state_dict if (mt := _LAYER_KEY.match(k))})
+    if layer_ids != list(range(len(layer_ids))):
+        raise ValueError(f"{owner} state dict has non-contiguous group indices layers.N: {layer_ids}")
+    return dim, m, layer_ids
