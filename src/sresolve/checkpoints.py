@@ -240,7 +240,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: PathLike, write: Callable[[IO[bytes], str], None]) -> Path:
+def atomic_write(path: PathLike, write: Callable[[IO[bytes], str], None]) -> Path:
     """Write via ``write(fileobj, tmp_name)`` into a temporary file next to ``path``, fsync it, then ``os.replace``.
 
     On any error the temporary file is removed and ``path`` is left as it was.
@@ -262,10 +262,15 @@ def _atomic_write(path: PathLike, write: Callable[[IO[bytes], str], None]) -> Pa
     return target
 
 
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically (:func:`atomic_write`): JSON reports, CSV and markdown tables."""
+    return atomic_write(path, lambda f, _tmp: f.write(text.encode("utf-8")))
+
+
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     """``torch.save(obj, path)`` atomically: a failure midway (e.g. an unpicklable object) leaves no temporary file
     and an existing ``path`` intact. Returns the path."""
-    return _atomic_write(path, lambda f, _tmp: torch.save(obj, f))
+    return atomic_write(path, lambda f, _tmp: torch.save(obj, f))
 
 
 def _plain_tensors(sd: Mapping[str, Any] | nn.Module, what: str) -> StateDict:
@@ -309,4 +314,4 @@ def save_safetensors(
             raise TypeError(f"safetensors metadata must map str to str; bad entries: {bad}")
         meta = dict(metadata)
     payload = st_save(tensors, metadata=meta)
-    return _atomic_write(path, lambda f, _tmp: f.write(payload))
+    return atomic_write(path, lambda f, _tmp: f.write(payload))

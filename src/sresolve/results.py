@@ -176,13 +176,9 @@ class CrossScaleTable:
     def value(self, scale: int, init: str) -> float:
         return self.cells.get((scale, init), math.nan)
 
-    def markdown(self, digits: int = 2) -> str:
-        head = f"| target \\ init ({self.metric}) | " + " | ".join(_column_title(c) for c in self.columns) + " |"
-        lines = [head, "|---" * (len(self.columns) + 1) + "|"]
-        for s in self.rows:
-            vals = [self.value(s, c) for c in self.columns]
-            lines.append(f"| ×{s} | " + " | ".join("–" if math.isnan(v) else f"{v:.{digits}f}" for v in vals) + " |")
-        return "\n".join(lines)
+    def markdown(self) -> str:
+        """The table in markdown (the :class:`Table` rendering, without title and notes)."""
+        return cross_scale_as_table(self).markdown(heading="")
 
 
 def _column_title(label: str) -> str:
@@ -731,15 +727,18 @@ def _run_name(run: RunRecord) -> str:
     return run.path.parent.name if run.path.name.isdigit() else run.path.name
 
 
-def cross_scale_as_table(table: CrossScaleTable, runs: Sequence[RunRecord], reduce: str = "last") -> Table:
-    """The HMA supplement Table 1 layout (:func:`cross_scale_table`) as a :class:`Table` with its protocol notes."""
+def cross_scale_as_table(
+    table: CrossScaleTable, runs: Sequence[RunRecord] | None = None, reduce: str = "last"
+) -> Table:
+    """The HMA supplement Table 1 layout (:func:`cross_scale_table`) as a :class:`Table`, with the protocol notes of
+    ``runs`` when given."""
     rows = [[scale_text(s), *(_or_none(table.value(s, c)) for c in table.columns)] for s in table.rows]
     columns = [f"target \\ init ({table.metric})", *(_column_title(c) for c in table.columns)]
     return Table(
         "Cross-scale initialisation (HMA supplement Table 1 layout)",
         columns,
         rows,
-        validation_notes(runs, reduce),
+        validation_notes(runs, reduce) if runs is not None else [],
         stem="pretrain_cross_scale",
     )
 

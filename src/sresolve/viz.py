@@ -122,12 +122,9 @@ def grid(rows: Sequence[Sequence[Image.Image]], gap: int = 4) -> Image.Image:
 
 def save_png(img: Image.Image, path: str | Path) -> Path:
     """Write ``img`` as PNG atomically (temporary file + rename; parent folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    from sresolve.checkpoints import atomic_write
+
+    return atomic_write(path, lambda f, _tmp: img.save(f, format="PNG"))
 
 
 # ---------------------------------------------------------------- model comparisons and training curves (notebooks)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 import re
 import sys
@@ -676,17 +677,16 @@ CSV_COLUMNS = (
 
 
 def _write_csv(results: Sequence[tuple[str, LamResult]], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for label, r in results:
-            values = (r.di, r.detector, r.detector_baseline, r.total)
-            settings = (r.scale, r.steps, r.sigma, r.kernel_size, f"{r.seconds:.3f}")
-            writer.writerow([label, *(f"{v:.6f}" for v in values), *r.box, *settings])
-    tmp.replace(path)
-    return path
+    from sresolve.checkpoints import atomic_write_text
+
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(CSV_COLUMNS)
+    for label, r in results:
+        values = (r.di, r.detector, r.detector_baseline, r.total)
+        settings = (r.scale, r.steps, r.sigma, r.kernel_size, f"{r.seconds:.3f}")
+        writer.writerow([label, *(f"{v:.6f}" for v in values), *r.box, *settings])
+    return atomic_write_text(path, buf.getvalue())
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ __all__ = [
     "PadMode",
     "ResidualTokenGroup",
     "ShiftMaskCache",
-    "SizeCache",
     "TokenNorm",
     "WindowAttention",
     "WindowTransformerSR",
@@ -232,39 +231,28 @@ def calculate_shift_mask(
     return torch.zeros(diff.shape, dtype=dtype, device=device).masked_fill_(diff != 0, SHIFT_MASK_VALUE)
 
 
-class SizeCache:
-    """A small cache of tensors built per input size: ``cache(*key)`` returns ``build(*key)``, built once per key
-    (e.g. ``(h, w, dtype, device)``); the oldest entry is evicted beyond ``max_entries``."""
-
-    def __init__(self, build: Callable[..., Tensor], max_entries: int = 8) -> None:
-        self.build = build
-        self.max_entries = max_entries
-        self._items: dict[tuple, Tensor] = {}
-
-    def __call__(self, *key: object) -> Tensor:
-        item = self._items.get(key)
-        if item is None:
-            if len(self._items) >= self.max_entries:
-                self._items.pop(next(iter(self._items)))
-            item = self.build(*key)
-            self._items[key] = item
-        return item
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-class ShiftMaskCache(SizeCache):
-    """SW-MSA masks keyed by ``(h, w, dtype, device)`` (spec §5.4: build the mask per size in the input dtype,
-    once)."""
+class ShiftMaskCache:
+    """SW-MSA masks keyed by ``(h, w, dtype, device)`` (spec §5.4: build the mask per size in the input dtype, once);
+    the oldest entry is evicted beyond ``max_entries``."""
 
     def __init__(self, window_size: int, shift_size: int, max_entries: int = 8) -> None:
         self.window_size = window_size
         self.shift_size = shift_size
-        super().__init__(self._build_mask, max_entries)
+        self.max_entries = max_entries
+        self._masks: dict[tuple[int, int, torch.dtype, torch.device], Tensor] = {}
 
-    def _build_mask(self, height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-        return calculate_shift_mask(height, width, self.window_size, self.shift_size, dtype, device)
+    def __call__(self, height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        key = (height, width, dtype, device)
+        mask = self._masks.get(key)
+        if mask is None:
+            if len(self._masks) >= self.max_entries:
+                self._masks.pop(next(iter(self._masks)))
+            mask = calculate_shift_mask(height, width, self.window_size, self.shift_size, dtype, device)
+            self._masks[key] = mask
+        return mask
+
+    def __len__(self) -> int:
+        return len(self._masks)
 
 
 def window_partition(x: Tensor, m: int) -> Tensor:

@@ -11,7 +11,6 @@ Examples::
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -172,10 +171,9 @@ def write_results(
 def _write_json(path: Path, payload: dict[str, Any]) -> Path:
     import json
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    from sresolve.checkpoints import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")
