@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_safmn import _proc_status_mib, _sync  # the /proc reader and device sync of the SAFMN benchmark
+from bench_safmn import _sync, peak_meter  # device sync and peak-memory meter of the SAFMN benchmark
 from sresolve.archs import create
 
 IMPLS = ("ours", "reference")
@@ -148,17 +147,9 @@ def memory_child(args: argparse.Namespace) -> None:
     model = build_pair(args.variant, args.scale)[args.mem_child]
     x, y = make_inputs(args.mem_kind, args, device)
     fn = workload(args.mem_kind, model, x, y)
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before, peak_of = _proc_status_mib("VmRSS"), lambda: _proc_status_mib("VmHWM")
-        method = "VmHWM"
-    except OSError:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        peak_of = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # noqa: E731
-        method = "ru_maxrss"
+    growth, method = peak_meter()
     fn()
-    print(json.dumps({"peak_rss_growth_mib": peak_of() - before, "method": method}))
+    print(json.dumps({"peak_rss_growth_mib": growth(), "method": method}))
 
 
 def cpu_peak_memory(impl: str, kind: str, args: argparse.Namespace) -> float:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_safmn import _proc_status_mib, _sync  # the /proc reader and device sync of the SAFMN benchmark
+from bench_safmn import _sync, peak_meter  # device sync and peak-memory meter of the SAFMN benchmark
 from sresolve.archs import create
 from sresolve.archs.hma import GridAttentionStep
 
@@ -71,19 +70,7 @@ def run_mode(args: argparse.Namespace) -> None:
     if device.type == "cuda":
         with torch.no_grad():
             net(x[..., :64, :64])  # warm-up kernels outside the measurement
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        peak_of = lambda: (torch.cuda.max_memory_allocated() - base) / 2**20  # noqa: E731
-    else:
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            base = _proc_status_mib("VmRSS")
-            peak_of = lambda: _proc_status_mib("VmHWM") - base  # noqa: E731
-        except OSError:
-            base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-            peak_of = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 - base  # noqa: E731
+    peak_of, _ = peak_meter(device)
     _sync(device)
     t0 = time.perf_counter()
     with torch.no_grad():

@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -57,6 +58,26 @@ def _proc_status_mib(field: str) -> float:
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
+def peak_meter(device: torch.device | None = None) -> tuple[Callable[[], float], str]:
+    """Start measuring peak memory now; returns ``(growth_mib, method)`` where ``growth_mib()`` is the peak growth since
+    this call in MiB. CUDA: ``max_memory_allocated`` after a reset; CPU: the kernel's RSS high-water mark (VmHWM) reset
+    by writing 5 to ``/proc/self/clear_refs`` (so imports and model building do not hide the measured work), else
+    ``ru_maxrss`` (less precise: it cannot be reset)."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        return (lambda: (torch.cuda.max_memory_allocated(device) - base) / 2**20), "cuda_max_allocated"
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _proc_status_mib("VmRSS")
+        return (lambda: _proc_status_mib("VmHWM") - before), "VmHWM"
+    except OSError:
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        return (lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 - start), "ru_maxrss"
+
+
 def memory_child(args: argparse.Namespace) -> None:
     """Run in a fresh process: growth of the peak RSS (MiB) during one forward pass of ``args.mem_child``.
 
@@ -65,18 +86,10 @@ def memory_child(args: argparse.Namespace) -> None:
     """
     model = build_pair(args.variant, args.scale)[args.mem_child]
     x = torch.rand(1, 3, *args.size, generator=torch.Generator().manual_seed(1))
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before, peak_of = _proc_status_mib("VmRSS"), lambda: _proc_status_mib("VmHWM")
-        method = "VmHWM"
-    except OSError:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        peak_of = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # noqa: E731
-        method = "ru_maxrss"
+    growth, method = peak_meter()
     with torch.inference_mode():
         y = model(x)
-    print(json.dumps({"peak_rss_growth_mib": peak_of() - before, "method": method, "out_shape": list(y.shape)}))
+    print(json.dumps({"peak_rss_growth_mib": growth(), "method": method, "out_shape": list(y.shape)}))
 
 
 def cpu_peak_memory(impl: str, args: argparse.Namespace) -> float:

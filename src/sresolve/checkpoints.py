@@ -200,10 +200,13 @@ def load_state_dict(path_or_dict: PathLike | Mapping[str, Any], key: str | None 
 
 
 def load_model(
-    path_or_state_dict: PathLike | Mapping[str, Any], *, key: str | None = None, strict: bool = True
+    path_or_state_dict: PathLike | Mapping[str, Any], *, key: str | None = None, strict: bool = True, **overrides: Any
 ) -> nn.Module:
     """Build the registered network matching a weights file (family, variant and scale inferred from tensor shapes),
     load the weights (``strict`` by default) and return it in eval mode on the CPU.
+
+    ``overrides`` set constructor arguments the weights cannot tell, e.g. ``load_model("EQSR.pth",
+    scale_code="cell")`` for the official EQSR checkpoints (choice E1) or ``alpha=0.1`` for a HAT ablation model.
 
     Raises ``ValueError`` when no detector recognises the state dict (listing the families tried and the first keys)
     or when the weights do not fit the inferred network.
@@ -218,7 +221,7 @@ def load_model(
             f"{list_detector_families()}); first keys: {keys[:8]}{' ...' if len(keys) > 8 else ''} ({len(keys)} keys)"
         )
     name, kwargs = found
-    model = create(name, **kwargs)
+    model = create(name, **{**kwargs, **overrides})
     try:
         model.load_state_dict(sd, strict=strict)
     except RuntimeError as exc:

@@ -24,6 +24,7 @@ class Result:
 
     dataset: str
     method: str
+    scale: float | None = None
     psnr: list[float] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
@@ -37,9 +38,19 @@ class Result:
         return sum(self.ssim) / len(self.ssim)
 
 
-def bicubic_upscale(lr: Tensor, scale: int) -> Tensor:
-    """The MATLAB-bicubic baseline row of every SR table."""
-    return imresize(lr, float(scale)).clamp_(0.0, 1.0)
+def bicubic_upscale(lr: Tensor, scale: float, size: tuple[int, int] | None = None) -> Tensor:
+    """The MATLAB-bicubic baseline row of every SR table; ``size`` = the HR size (non-integer scales, where the HR is
+    ``round(h·s) × round(w·s)`` rather than MATLAB's ``ceil``)."""
+    out = imresize(lr, size=tuple(size)) if size is not None else imresize(lr, float(scale))
+    return out.clamp_(0.0, 1.0)
+
+
+def _batch_scale(batch: Mapping[str, Any], lr: Tensor, hr: Tensor) -> tuple[float, bool]:
+    """``(scale, given)``: the batch's ``scale`` entry (arbitrary-scale sets) or the integer HR / LR ratio."""
+    value = batch.get("scale")
+    if value is None:
+        return float(hr.shape[-1] // lr.shape[-1]), False
+    return float(torch.as_tensor(value).reshape(-1)[0]), True
 
 
 @torch.no_grad()
@@ -54,27 +65,46 @@ def evaluate(
     tile: int | None = None,
     tile_overlap: int = 32,
     max_pixels: int | None = None,
+    query_tile: int | None = None,
     tta: bool = False,
     on_image: Callable[[str, str, Tensor, Tensor, Tensor, Tensor | None], None] | None = None,
+    dataset_names: Mapping[str, str] | None = None,
 ) -> list[Result]:
     """Score ``net`` (and the bicubic baseline) on each data set; batches are ``{lr, hr, name}`` with batch size 1.
 
+    Batches with a ``scale`` entry (arbitrary-scale sets, :mod:`sresolve.data.arbitrary`) are upscaled by that scale
+    (the network must be arbitrary-scale, or fixed at that scale) and their results carry it (:func:`scale_table`);
+    ``dataset_names`` maps a loader key (``Set5_x2.5``) to the data set name shown (``Set5``).
     ``on_image(dataset, name, lr, sr, hr, bicubic)`` is called per image (saving images, comparison figures).
     """
     results: list[Result] = []
-    for dataset, loader in loaders.items():
+    for key, loader in loaders.items():
+        dataset = (dataset_names or {}).get(key, key)
         ours = Result(dataset, method)
         base = Result(dataset, "bicubic")
-        for batch in tqdm(loader, desc=dataset, leave=False):
+        for batch in tqdm(loader, desc=key, leave=False):
             lr, hr = batch["lr"].to(device), batch["hr"].to(device)
             names = batch.get("name") or [f"{len(ours.names) + i:04d}" for i in range(lr.shape[0])]
-            scale = hr.shape[-1] // lr.shape[-1]
+            scale, given = _batch_scale(batch, lr, hr)
+            if given:
+                ours.scale = base.scale = scale
             sr = (
-                upscale(net, lr, tile=tile, overlap=tile_overlap, max_pixels=max_pixels, tta=tta)
+                upscale(
+                    net,
+                    lr,
+                    scale=scale if given else None,
+                    tile=tile,
+                    overlap=tile_overlap,
+                    max_pixels=max_pixels,
+                    query_tile=query_tile,
+                    tta=tta,
+                )
                 if net is not None
                 else None
             )
-            bic = bicubic_upscale(lr, scale) if bicubic_baseline else None
+            if sr is not None and sr.shape != hr.shape:
+                raise ValueError(f"{key}: SR output {tuple(sr.shape)} does not match HR {tuple(hr.shape)} ({names})")
+            bic = bicubic_upscale(lr, scale, tuple(hr.shape[-2:]) if given else None) if bicubic_baseline else None
             for result, out in ((ours, sr), (base, bic)):
                 if out is None:
                     continue
@@ -104,12 +134,46 @@ def evaluate(
 
 def results_markdown(results: list[Result], protocol: EvalProtocol, extra: str = "") -> str:
     """A paper-style table: one row per (data set, method), PSNR (dB) / SSIM, with the protocol underneath."""
-    lines = ["| dataset | method | images | PSNR (dB) | SSIM |", "|---|---|---:|---:|---:|"]
-    for r in results:
-        lines.append(f"| {r.dataset} | {r.method} | {len(r.psnr)} | {r.mean_psnr:.4f} | {r.mean_ssim:.4f} |")
+    if any(r.scale is not None for r in results):
+        lines = ["| dataset | scale | method | images | PSNR (dB) | SSIM |", "|---|---:|---|---:|---:|---:|"]
+        for r in results:
+            sc = f"×{r.scale:g}" if r.scale is not None else ""
+            lines.append(f"| {r.dataset} | {sc} | {r.method} | {len(r.psnr)} | {r.mean_psnr:.4f} | {r.mean_ssim:.4f} |")
+    else:
+        lines = ["| dataset | method | images | PSNR (dB) | SSIM |", "|---|---|---:|---:|---:|"]
+        for r in results:
+            lines.append(f"| {r.dataset} | {r.method} | {len(r.psnr)} | {r.mean_psnr:.4f} | {r.mean_ssim:.4f} |")
     lines.append("")
     lines.append(f"Protocol: {protocol.describe()}{'; ' + extra if extra else ''}")
     return "\n".join(lines)
+
+
+def scale_table(
+    results: list[Result], protocol: EvalProtocol, extra: str = "", train_range: tuple[float, float] = (1.0, 4.0)
+) -> str:
+    """The arbitrary-scale table of the EQSR supplement (Table 3): rows = scale × method (bicubic first), a PSNR / SSIM
+    column pair per data set (:func:`sresolve.results.benchmark_table`, the report tool's layout). Scales outside
+    ``train_range`` (the scales seen in training, ×1–×4) are marked "(OOD)", out of distribution."""
+    from sresolve.results import BenchmarkRecord, benchmark_table
+
+    if not any(r.scale is not None for r in results):
+        raise ValueError("scale_table: no result carries a scale (evaluate arbitrary-scale data sets)")
+    records = [
+        BenchmarkRecord(Path("."), "", r.dataset, r.method, r.scale, r.mean_psnr, r.mean_ssim, len(r.psnr))
+        for r in results
+    ]
+    table = benchmark_table(records)
+    col = table.columns.index("Scale")
+    for row, s in zip(table.rows, [r[col] for r in table.rows], strict=True):
+        value = float(str(s).lstrip("×")) if s not in (None, "?") else None
+        if value is not None and not train_range[0] <= value <= train_range[1]:
+            row[col] = f"{s} (OOD)"
+    table.title = "Arbitrary-scale results (PSNR dB / SSIM)"
+    table.notes = [
+        f"Protocol: {protocol.describe()}{'; ' + extra if extra else ''}",
+        f"(OOD): out of distribution, outside the training scales ×{train_range[0]:g}–×{train_range[1]:g}.",
+    ]
+    return table.markdown()
 
 
 def write_results(
@@ -129,9 +193,13 @@ def write_results(
     with table.open("w", newline="") as f:
         w = csv.writer(f)
         tail = [c for c, v in (("scale", scale), ("modcrop", modcrop)) if v is not None]
+        per_scale = any(r.scale is not None for r in results)
+        if per_scale and "scale" not in tail:
+            tail.insert(0, "scale")
         w.writerow(["dataset", "method", "images", "psnr", "ssim", "protocol", *tail])
-        values = [f"{v:g}" for v in (scale, modcrop) if v is not None]
         for r in results:
+            s = r.scale if r.scale is not None else scale
+            values = [f"{v:g}" for v in ((s if per_scale or scale is not None else None), modcrop) if v is not None]
             w.writerow(
                 [
                     r.dataset,
@@ -146,8 +214,9 @@ def write_results(
     per_image = out_dir / "per_image.csv"
     with per_image.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["dataset", "method", "image", "psnr", "ssim"])
+        w.writerow(["dataset", "method", "scale", "image", "psnr", "ssim"])
         for r in results:
+            sc = r.scale if r.scale is not None else scale
             for n, p, s in zip(r.names, r.psnr, r.ssim, strict=True):
-                w.writerow([r.dataset, r.method, n, f"{p:.6f}", f"{s:.6f}"])
+                w.writerow([r.dataset, r.method, f"{sc:g}" if sc is not None else "", n, f"{p:.6f}", f"{s:.6f}"])
     return {"markdown": md, "csv": table, "per_image": per_image}

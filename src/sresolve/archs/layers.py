@@ -466,17 +466,19 @@ def check_window_transformer_args(
     window_size: int,
     mlp_ratio: float,
     drop_path_rate: float,
-    num_feat: int,
+    num_feat: int | None,
     resi_connection: str,
     img_range: float,
 ) -> tuple[list[int], list[int]]:
-    """Validate the hyper-parameters shared by HAT and HMA (errors start with ``owner`` and name the argument);
-    returns ``depths`` and ``num_heads`` as lists."""
+    """Validate the hyper-parameters shared by HAT, HMA and EQSR (errors start with ``owner`` and name the argument);
+    returns ``depths`` and ``num_heads`` as lists. ``num_feat=None``: no pixel-shuffle upsampler (EQSR's query
+    decoder), so ``scale`` is only checked to be a positive int."""
     scale = _pos_int(owner, "scale", scale)
-    if scale != 3 and scale & (scale - 1):
+    if num_feat is not None and scale != 3 and scale & (scale - 1):
         raise ValueError(f"{owner}: scale must be 1, 3 or a power of 2 (pixel-shuffle upsampler), got {scale}")
     embed_dim = _pos_int(owner, "embed_dim", embed_dim)
-    _pos_int(owner, "num_feat", num_feat)
+    if num_feat is not None:
+        _pos_int(owner, "num_feat", num_feat)
     if _pos_int(owner, "window_size", window_size) < 2:
         raise ValueError(f"{owner}: window_size must be >= 2 (shifted windows use M // 2), got {window_size}")
     depths = [_pos_int(owner, "depths[i]", d) for d in depths]
@@ -563,10 +565,13 @@ class WindowTransformerSR(nn.Module):
         """Tensors shared by every block for a padded ``height × width`` map (dtype/device of ``ref``)."""
         raise NotImplementedError
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Deep feature extraction on a ``(B, C, h, w)`` map with h, w multiples of the window."""
+    def forward_features(self, x: Tensor, extra_params: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Deep feature extraction on a ``(B, C, h, w)`` map with h, w multiples of the window; ``extra_params`` are
+        added to the per-size :meth:`block_params` handed to every group (EQSR: the scale code)."""
         b, c, h, w = x.shape
         params = self.block_params(h, w, x)
+        if extra_params:
+            params = {**params, **extra_params}
         t = self.patch_embed(x)
         ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:

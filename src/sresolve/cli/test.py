@@ -1,34 +1,38 @@
 """``sresolve-test``: the benchmark table of a checkpoint (dataset x PSNR/SSIM), as markdown and CSV.
 
+Arbitrary-scale models (EQSR) are evaluated at every scale of ``scales`` (LR formed by the EQSR protocol,
+:mod:`sresolve.data.arbitrary`) and the table takes the layout of the EQSR supplement's Table 3: rows = scale ×
+method with bicubic first, columns = data sets, out-of-distribution scales (> ×4) marked.
+
 Examples::
 
     sresolve-test model=safmn scale=4 ckpt=SAFMN_DF2K_x4.pth data=benchmark
     sresolve-test model=safmn ckpt=outputs/train/safmn_x4_df2k/checkpoints/last.ckpt data=benchmark \
         'data.names=[Set5,Urban100]' save_images=true
+    sresolve-test model=eqsr ckpt=EQSR.pth model.scale_code=cell 'scales=[2,2.25,3,3.25,4,4.25,5.25,6,8]'
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from sresolve.config import ConfigError, conf_dir, split_model_cfg
+from sresolve.config import ConfigError, conf_dir, split_model_cfg, to_dict
 
 log = logging.getLogger("sresolve.test")
 
 
 def run_test(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate and write ``results.md``/``results.csv``/``per_image.csv`` (+ images) into the run folder."""
-    from hydra.utils import instantiate
-
     from sresolve import archs
     from sresolve.cli._common import describe, load_weights_into, pick_device
     from sresolve.data.io import write_image
-    from sresolve.evaluation import evaluate, results_markdown, write_results
+    from sresolve.evaluation import evaluate
     from sresolve.metrics import EvalProtocol
     from sresolve.viz import comparison_figure
 
@@ -39,22 +43,43 @@ def run_test(cfg: DictConfig) -> dict[str, Any]:
         net = archs.create(arch, **net_kwargs)
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"model (arch={arch!r}): {err}") from None
+    arbitrary = bool(getattr(net, "arbitrary_scale", False))
+    scales = to_dict(cfg.get("scales"))
+    if scales is not None and not arbitrary:
+        raise ConfigError(f"scales={scales}: model {arch!r} has a fixed x{net.scale} upsampler; use scale=")
     if not Path(str(cfg.ckpt)).is_file():
         raise ConfigError(f"ckpt={cfg.ckpt!r}: no such file")
     load_weights_into(net, cfg.ckpt, key=cfg.key)
     net = net.to(device).eval()
     try:
-        datamodule = instantiate(cfg.data, _convert_="all")
+        datamodule = _datamodule(cfg, scales if arbitrary else None)
         datamodule.setup("test")
         dls = datamodule.test_dataloader()
         dls = list(dls) if isinstance(dls, (list, tuple)) else [dls]
         loaders = dict(zip(datamodule.test_names, dls, strict=True))
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"data ({cfg.data.get('name', '?')}): {err}") from None
-    crop_border = int(cfg.crop_border) if cfg.crop_border is not None else int(net.scale)
-    protocol = EvalProtocol(crop_border=crop_border, y_channel=bool(cfg.y_channel))
+    per_scale = getattr(datamodule, "test_scale_of", None)
+    if arbitrary and per_scale is None:
+        raise ConfigError(
+            f"model {arch!r} is arbitrary-scale: evaluate it with scales=[...] on data=benchmark or an arbitrary-"
+            "scale data config (data=samples_arbitrary, ...)"
+        )
+    if cfg.crop_border == "ceil_scale" and not arbitrary:
+        raise ConfigError("crop_border=ceil_scale is for arbitrary-scale models; give an int")
+    if arbitrary:  # EQSR protocol: 4 px at every scale (choice E6)
+        crop_border = 4 if cfg.crop_border is None else cfg.crop_border
+    else:
+        crop_border = int(cfg.crop_border) if cfg.crop_border is not None else int(net.scale)
+    protocol = EvalProtocol(
+        crop_border=4 if crop_border == "ceil_scale" else int(crop_border), y_channel=bool(cfg.y_channel)
+    )
     modcrop = getattr(datamodule, "modcrop", None)
-    extra = f"GT modcrop {modcrop if modcrop is not None else net.scale}; weights {cfg.ckpt}"
+    extra = (
+        f"EQSR protocol: integer scales MATLAB bicubic, others floor(H/s) LR + round(h*s) HR crop; weights {cfg.ckpt}"
+        if arbitrary
+        else f"GT modcrop {modcrop if modcrop is not None else net.scale}; weights {cfg.ckpt}"
+    )
 
     def on_image(dataset: str, name: str, lr: Any, sr: Any, hr: Any, bic: Any) -> None:
         if cfg.save_images:
@@ -69,6 +94,26 @@ def run_test(cfg: DictConfig) -> dict[str, Any]:
     method = f"{arch}+" if tta == "x8" else arch  # the papers' "+" notation for self-ensemble (EDSR+, HAT+)
     extra += "; x8 self-ensemble" if tta == "x8" else ""
     log.info("evaluating %s on %s (%s)", describe(net), list(loaders), device)
+    if crop_border == "ceil_scale":  # LIIF convention: shave ceil(s) px at scale s, one protocol per loader
+        results = []
+        for name, loader in loaders.items():
+            border = math.ceil(per_scale[name])
+            results += evaluate(
+                net,
+                {name: loader},
+                EvalProtocol(crop_border=border, y_channel=bool(cfg.y_channel)),
+                method=method,
+                bicubic_baseline=bool(cfg.bicubic_baseline),
+                device=device,
+                tile=cfg.tile,
+                tile_overlap=int(cfg.tile_overlap),
+                max_pixels=cfg.max_pixels,
+                query_tile=cfg.get("query_tile"),
+                on_image=on_image,
+                dataset_names=getattr(datamodule, "test_set_of", None),
+            )
+        extra += "; crop border ceil(scale) (LIIF convention)"
+        return _report(results, out_dir, protocol, extra, net, modcrop, arbitrary)
     results = evaluate(
         net,
         loaders,
@@ -79,12 +124,57 @@ def run_test(cfg: DictConfig) -> dict[str, Any]:
         tile=cfg.tile,
         tile_overlap=int(cfg.tile_overlap),
         max_pixels=cfg.max_pixels,
+        query_tile=cfg.get("query_tile"),
         tta=tta == "x8",
         on_image=on_image,
+        dataset_names=getattr(datamodule, "test_set_of", None),
     )
+    return _report(results, out_dir, protocol, extra, net, modcrop, arbitrary)
+
+
+def _datamodule(cfg: DictConfig, scales: list[float] | None) -> Any:
+    """The test datamodule; with ``scales`` (arbitrary-scale model) a fixed-scale benchmark config is swapped for the
+    arbitrary-scale benchmark module on the same folders, and an arbitrary-scale config gets ``test_scales``."""
+    from hydra.utils import instantiate
+
+    data = to_dict(cfg.data)
+    target = str(data.get("_target_", ""))
+    if scales is not None:
+        if target.endswith(".BenchmarkDataModule"):
+            data = {
+                "_target_": "sresolve.data.ArbitraryScaleBenchmarkDataModule",
+                "root": data["root"],
+                "names": data.get("names"),
+                "num_workers": data.get("num_workers", 2),
+                "name": "benchmark_arbitrary",
+            }
+        if "Arbitrary" not in str(data["_target_"]):
+            raise ValueError(f"scales= needs data=benchmark or an arbitrary-scale data config, not {target}")
+        data["test_scales"] = list(scales)
+    return instantiate(data, _convert_="all")
+
+
+def _report(
+    results: list[Any], out_dir: Path, protocol: Any, extra: str, net: Any, modcrop: Any, arbitrary: bool
+) -> dict[str, Any]:
+    """Write results.md / results.csv / per_image.csv (+ scale_table.md for arbitrary scales) and print the table."""
+    from sresolve.checkpoints import atomic_write_text
+    from sresolve.evaluation import results_markdown, scale_table, write_results
+
     modcrop_used = int(modcrop) if modcrop is not None else int(net.scale)
-    paths = write_results(results, out_dir, protocol, extra, scale=int(net.scale), modcrop=modcrop_used)
-    table = results_markdown(results, protocol, extra)
+    paths = write_results(
+        results,
+        out_dir,
+        protocol,
+        extra,
+        scale=None if arbitrary else int(net.scale),
+        modcrop=None if arbitrary else modcrop_used,
+    )
+    if arbitrary:
+        table = scale_table(results, protocol, extra)
+        paths["scale_table"] = atomic_write_text(out_dir / "scale_table.md", table + "\n")
+    else:
+        table = results_markdown(results, protocol, extra)
     print("\n" + table)
     print(f"\nresults: {paths['markdown']} | {paths['csv']} | per image: {paths['per_image']}")
     return {"results": results, "paths": paths, "table": table}

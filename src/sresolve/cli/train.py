@@ -27,13 +27,19 @@ log = logging.getLogger("sresolve.train")
 
 
 def build_module(cfg: DictConfig) -> Any:
-    """The LightningModule for ``cfg.model`` (network kwargs checked by the registry, errors name ``model.<key>``)."""
-    from sresolve.models import SRModule
+    """The LightningModule for ``cfg.model`` (network kwargs checked by the registry, errors name ``model.<key>``):
+    ``model.task`` ``sr`` (default, paired patches) → :class:`SRModule`; ``arbitrary_scale`` (EQSR) →
+    :class:`ArbitraryScaleSRModule`."""
+    from sresolve.models import ArbitraryScaleSRModule, SRModule
 
     arch, net_kwargs, recipe = split_model_cfg(cfg.model)
     val_cfg = to_dict(cfg.get("val", None)) or {}
+    task = str(recipe.get("task", "sr"))
+    modules = {"sr": SRModule, "arbitrary_scale": ArbitraryScaleSRModule}
+    if task not in modules:
+        raise ConfigError(f"model.task={task!r}: allowed {sorted(modules)}")
     try:
-        return SRModule(
+        return modules[task](
             arch=arch,
             arch_kwargs=net_kwargs,
             optim=recipe["optim"],

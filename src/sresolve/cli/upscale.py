@@ -2,9 +2,10 @@
 
 Large images are tiled with overlap blending (bounded memory); see :mod:`sresolve.ops.tiling`.
 
-Example::
+Examples::
 
     sresolve-upscale input=photos/ output=photos_x4/ weights=SAFMN_DF2K_x4.pth
+    sresolve-upscale input=photo.png output=out/ weights=EQSR.pth scale=3.3 scale_code=cell   # arbitrary scale
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ def run_upscale(cfg: DictConfig) -> list[Path]:
     else:
         raise ConfigError(f"input={str(src)!r}: no such file or folder")
     device = pick_device(str(cfg.device))
-    net = load_model(weights, key=cfg.key).to(device).eval()
+    overrides = {"scale_code": str(cfg.scale_code)} if cfg.get("scale_code") else {}
+    net = load_model(weights, key=cfg.key, **overrides).to(device).eval()
+    scale = cfg.get("scale")
+    if scale is not None and not getattr(net, "arbitrary_scale", False) and float(scale) != float(net.scale):
+        raise ConfigError(
+            f"scale={scale}: {weights.name} is a fixed x{net.scale} network (use arbitrary-scale weights)"
+        )
     align = int(getattr(net, "tile_align", 8))
     log.info("%s from %s on %s", describe(net), weights, device)
     written = []
@@ -53,6 +60,8 @@ def run_upscale(cfg: DictConfig) -> list[Path]:
             sr = upscale(
                 net,
                 lr,
+                scale=float(scale) if scale is not None else None,
+                query_tile=cfg.get("query_tile"),
                 tile=tile,
                 overlap=int(cfg.tile_overlap),
                 out_device="cpu",

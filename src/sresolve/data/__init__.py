@@ -30,6 +30,14 @@ _EXPORTS: dict[str, str] = {
     "BenchmarkDataset": "datasets",
     "ImageFolderPairDataset": "datasets",
     "PairedImageDataset": "datasets",
+    # degradation
+    "imresize": "degradation",
+    "pil_bicubic_resize": "degradation",
+    # arbitrary-scale SR (EQSR)
+    "ArbitraryScaleBenchmarkDataModule": "arbitrary",
+    "ArbitraryScaleBenchmarkDataset": "arbitrary",
+    "ArbitraryScaleSRDataModule": "arbitrary",
+    "ArbitraryScaleTrainDataset": "arbitrary",
     # datamodules
     "BENCHMARK_NAMES": "datamodules",
     "BenchmarkDataModule": "datamodules",
@@ -44,6 +52,10 @@ __all__ = [
     "BENCHMARK_NAMES",
     "IMAGE_EXTENSIONS",
     "SAMPLE_SPLIT",
+    "ArbitraryScaleBenchmarkDataModule",
+    "ArbitraryScaleBenchmarkDataset",
+    "ArbitraryScaleSRDataModule",
+    "ArbitraryScaleTrainDataset",
     "BenchmarkDataModule",
     "BenchmarkDataset",
     "ImageFolderPairDataset",
@@ -55,10 +67,12 @@ __all__ = [
     "ShardedEvalSampler",
     "augment",
     "image_size",
+    "imresize",
     "list_images",
     "load_sample",
     "materialize_samples",
     "paired_random_crop",
+    "pil_bicubic_resize",
     "random_crop",
     "read_image",
     "read_image_uint8",
@@ -68,6 +82,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from sresolve.data.arbitrary import (
+        ArbitraryScaleBenchmarkDataModule,
+        ArbitraryScaleBenchmarkDataset,
+        ArbitraryScaleSRDataModule,
+        ArbitraryScaleTrainDataset,
+    )
     from sresolve.data.datamodules import (
         BENCHMARK_NAMES,
         BenchmarkDataModule,
@@ -78,6 +98,7 @@ if TYPE_CHECKING:
         samples_datamodule,
     )
     from sresolve.data.datasets import BenchmarkDataset, ImageFolderPairDataset, PairedImageDataset
+    from sresolve.data.degradation import imresize, pil_bicubic_resize
     from sresolve.data.io import (
         IMAGE_EXTENSIONS,
         ImageReadError,

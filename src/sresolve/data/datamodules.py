@@ -245,8 +245,70 @@ def _eval_loaders(
     ]
 
 
+def _resumable_train_loader(dm: Any, dataset: Any) -> DataLoader:
+    """The training loader of a datamodule with ``seed``, ``num_workers``, ``persistent_workers``,
+    ``per_device_batch_size`` and ``_pin()``: a :class:`~sresolve.data.samplers.ResumableSampler` shard of this rank,
+    started after the batches the run already consumed (so a restored run continues with the next sample)."""
+    from sresolve.data.samplers import ResumableDataLoader, ResumableSampler
+
+    world, rank = _world(dm)
+    trainer = dm.trainer
+    # Batches already consumed by the run (after a checkpoint restore): the loader resumes right after them.
+    start_batch = int(trainer.global_step) * int(trainer.accumulate_grad_batches) if trainer is not None else 0
+    sampler = ResumableSampler(len(dataset), seed=dm.seed, shuffle=True, rank=rank, world_size=world)
+    persistent = dm.persistent_workers if dm.persistent_workers is not None else dm.num_workers > 0
+    return ResumableDataLoader(
+        dataset,
+        sampler,
+        batch_size=dm.per_device_batch_size,
+        start_batch=start_batch,
+        num_workers=dm.num_workers,
+        pin_memory=dm._pin(),
+        persistent_workers=persistent and dm.num_workers > 0,
+        drop_last=True,
+    )
+
+
 # ---------------------------------------------------------------------------------------------------- paired SR
-class PairedSRDataModule(L.LightningDataModule):
+class SRDataModuleBase(L.LightningDataModule):
+    """The loaders shared by the training data modules (paired and arbitrary-scale): the resumable, sharded training
+    loader and one sharded evaluation loader per set (batch 1). Subclasses fill ``train_spec``, ``train_set``,
+    ``val_names`` / ``test_names`` and, in :meth:`setup`, ``val_sets`` / ``test_sets``."""
+
+    train_spec: dict[str, Any] | None
+    train_set: Dataset | None
+    val_sets: Mapping[str, Dataset]
+    test_sets: Mapping[str, Dataset]
+    val_names: list[str]
+    test_names: list[str]
+    num_workers: int
+    pin_memory: bool
+
+    def _pin(self) -> bool:
+        return self.pin_memory and torch.cuda.is_available()
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            if self.train_spec is None:
+                raise ValueError("no training data: set data.train (e.g. {hr_dirs: [DIV2K/DIV2K_train_HR]})")
+            self.setup("fit")
+        assert self.train_set is not None
+        return _resumable_train_loader(self, self.train_set)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        if not self.val_sets and self.val_names:
+            self.setup("validate")
+        world, rank = _world(self)
+        return _eval_loaders(list(self.val_sets.values()), world, rank, self.num_workers, self._pin())
+
+    def test_dataloader(self) -> list[DataLoader]:
+        if not self.test_sets and self.test_names:
+            self.setup("test")
+        world, rank = _world(self)
+        return _eval_loaders(list(self.test_sets.values()), world, rank, self.num_workers, self._pin())
+
+
+class PairedSRDataModule(SRDataModuleBase):
     """Paired SR training (random patches) + one validation loader per named set + optional test sets.
 
     Args:
@@ -339,46 +401,6 @@ class PairedSRDataModule(L.LightningDataModule):
             self.val_sets = {n: BenchmarkDataset(scale=self.scale, name=n, **s) for n, s in self.val_specs.items()}
         if stage in (None, "test") and not self.test_sets:
             self.test_sets = {n: BenchmarkDataset(scale=self.scale, name=n, **s) for n, s in self.test_specs.items()}
-
-    def _pin(self) -> bool:
-        return self.pin_memory and torch.cuda.is_available()
-
-    def train_dataloader(self) -> DataLoader:
-        from sresolve.data.samplers import ResumableDataLoader, ResumableSampler
-
-        if self.train_set is None:
-            if self.train_spec is None:
-                raise ValueError("no training data: set data.train (e.g. {hr_dirs: [DIV2K/DIV2K_train_HR]})")
-            self.setup("fit")
-        assert self.train_set is not None
-        world, rank = _world(self)
-        trainer = self.trainer
-        # Batches already consumed by the run (after a checkpoint restore): the loader resumes right after them.
-        start_batch = int(trainer.global_step) * int(trainer.accumulate_grad_batches) if trainer is not None else 0
-        sampler = ResumableSampler(len(self.train_set), seed=self.seed, shuffle=True, rank=rank, world_size=world)
-        persistent = self.persistent_workers if self.persistent_workers is not None else self.num_workers > 0
-        return ResumableDataLoader(
-            self.train_set,
-            sampler,
-            batch_size=self.per_device_batch_size,
-            start_batch=start_batch,
-            num_workers=self.num_workers,
-            pin_memory=self._pin(),
-            persistent_workers=persistent and self.num_workers > 0,
-            drop_last=True,
-        )
-
-    def val_dataloader(self) -> list[DataLoader]:
-        if not self.val_sets and self.val_specs:
-            self.setup("validate")
-        world, rank = _world(self)
-        return _eval_loaders(list(self.val_sets.values()), world, rank, self.num_workers, self._pin())
-
-    def test_dataloader(self) -> list[DataLoader]:
-        if not self.test_sets and self.test_specs:
-            self.setup("test")
-        world, rank = _world(self)
-        return _eval_loaders(list(self.test_sets.values()), world, rank, self.num_workers, self._pin())
 
 
 class SamplesDataModule(PairedSRDataModule):
@@ -484,6 +506,45 @@ def _find_benchmark_dir(root: Path, name: str) -> tuple[Path | None, list[Path]]
     return None, tried
 
 
+def _benchmark_sets(root: Any, names: Any, parse_specs: Any) -> dict[str, dict[str, Any]]:
+    """Benchmark sets ``{name: spec}`` of ``data.root`` (a folder holding the sets, or a ``{name: spec}`` mapping
+    parsed by ``parse_specs(mapping, "data.root")``) and ``data.names`` (``None`` = every set of
+    :data:`BENCHMARK_NAMES` present in the folder, or every set of the mapping)."""
+    root = _to_container(root)
+    names = _to_container(names)
+    if names is not None and (
+        isinstance(names, str) or not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names)
+    ):
+        raise ValueError(f"data.names must be a list of set names such as ['Set5', 'Set14'], got {names!r}")
+    sets: dict[str, dict[str, Any]] = {}
+    if isinstance(root, Mapping):
+        specs = parse_specs(root, "data.root")
+        selected = list(names) if names is not None else list(specs)
+        for n in selected:
+            if n not in specs:
+                raise ValueError(f"data.names: set {n!r} is not in data.root (available: {list(specs)})")
+            sets[n] = specs[n]
+        return sets
+    root_dir = _path(root, "data.root")
+    if not root_dir.is_dir():
+        raise FileNotFoundError(f"benchmark root folder not found: {root_dir} (data.root)")
+    for n in names if names is not None else BENCHMARK_NAMES:
+        hr_dir, tried = _find_benchmark_dir(root_dir, n)
+        if hr_dir is None:
+            if names is None:
+                continue
+            raise FileNotFoundError(
+                f"benchmark set {n!r} not found: expected HR images in {tried[0]} "
+                f"(also tried {', '.join(str(t) for t in tried[1:])})"
+            )
+        sets[n] = {"hr_dir": hr_dir}
+    if not sets:
+        raise FileNotFoundError(
+            f"no benchmark set found under {root_dir}: expected <root>/<Name>/HR for Name in {list(BENCHMARK_NAMES)}"
+        )
+    return sets
+
+
 class BenchmarkDataModule(L.LightningDataModule):
     """Benchmark evaluation sets (``trainer.test``/``trainer.validate``), one loader per set, batch 1.
 
@@ -526,39 +587,7 @@ class BenchmarkDataModule(L.LightningDataModule):
         self.pin_memory = _bool(pin_memory, "data.pin_memory")
         self.lr_quantize = _bool(lr_quantize, "data.lr_quantize")
         self.name = name
-        root = _to_container(root)
-        names = _to_container(names)
-        if names is not None and (
-            isinstance(names, str) or not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names)
-        ):
-            raise ValueError(f"data.names must be a list of set names such as ['Set5', 'Set14'], got {names!r}")
-        self.sets: dict[str, dict[str, Any]] = {}
-        if isinstance(root, Mapping):
-            specs = _eval_specs(root, "data.root")
-            selected = list(names) if names is not None else list(specs)
-            for n in selected:
-                if n not in specs:
-                    raise ValueError(f"data.names: set {n!r} is not in data.root (available: {list(specs)})")
-                self.sets[n] = specs[n]
-        else:
-            root_dir = _path(root, "data.root")
-            if not root_dir.is_dir():
-                raise FileNotFoundError(f"benchmark root folder not found: {root_dir} (data.root)")
-            for n in names if names is not None else BENCHMARK_NAMES:
-                hr_dir, tried = _find_benchmark_dir(root_dir, n)
-                if hr_dir is None:
-                    if names is None:
-                        continue
-                    raise FileNotFoundError(
-                        f"benchmark set {n!r} not found: expected HR images in {tried[0]} "
-                        f"(also tried {', '.join(str(t) for t in tried[1:])})"
-                    )
-                self.sets[n] = {"hr_dir": hr_dir}
-            if not self.sets:
-                raise FileNotFoundError(
-                    f"no benchmark set found under {root_dir}: expected <root>/<Name>/HR for Name in "
-                    f"{list(BENCHMARK_NAMES)}"
-                )
+        self.sets: dict[str, dict[str, Any]] = _benchmark_sets(root, names, _eval_specs)
         for spec in self.sets.values():
             spec.setdefault("modcrop", self.modcrop)
         self.test_names: list[str] = list(self.sets)

@@ -30,7 +30,14 @@ from sresolve.data.io import image_size, list_images, read_image, read_image_uin
 from sresolve.data.transforms import apply_augment, draw_augment, paired_random_crop, random_crop
 from sresolve.validation import check_int
 
-__all__ = ["BenchmarkDataset", "ImageFolderPairDataset", "PairedImageDataset", "find_lr_file", "resolve_lr_dir"]
+__all__ = [
+    "BenchmarkDataset",
+    "ImageFolderPairDataset",
+    "PairedImageDataset",
+    "benchmark_set_name",
+    "find_lr_file",
+    "resolve_lr_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +233,8 @@ class PairedImageDataset(Dataset):
                 self._lr_cache = _map_threads(read_image_uint8, self.lr_paths, threads)
             self._check_cached_shapes()
         log.info(
-            "PairedImageDataset: %d HR images from %s, LR %s, decoded size %.2f GiB, cache %s",
+            "%s: %d HR images from %s, LR %s, decoded size %.2f GiB, cache %s",
+            type(self).__name__,
             len(self.hr_paths),
             [str(d) for d in self.hr_dirs],
             "on the fly" if self.lr_paths is None else f"from {[str(d) for d in self.lr_dirs or []]}",
@@ -390,6 +398,13 @@ def resolve_lr_dir(hr_dir: Path, scale: int) -> Path | None:
     return None
 
 
+def benchmark_set_name(hr_dir: PathLike) -> str:
+    """Default name of a benchmark set: its folder, or the parent's for generic names (``Set5/HR`` -> ``Set5``)."""
+    hr_dir = Path(hr_dir)
+    generic = {"hr", "gt", "gtmod12", "gtmod4", "original", "hr_mod"}
+    return hr_dir.parent.name if hr_dir.name.lower() in generic else hr_dir.name
+
+
 def _quantize8(x: Tensor) -> Tensor:
     """Round to 8-bit levels like ``imwrite(im2uint8(x))``: ``floor(255 x + 0.5) / 255`` after clamping to [0, 1]."""
     return torch.floor(x.clamp(0.0, 1.0) * 255.0 + 0.5) / 255.0
@@ -431,10 +446,7 @@ class BenchmarkDataset(Dataset):
             )
         self.hr_dir = Path(hr_dir)
         self.hr_paths = list_images(self.hr_dir)
-        if name is None:
-            generic = {"hr", "gt", "gtmod12", "gtmod4", "original", "hr_mod"}
-            name = self.hr_dir.parent.name if self.hr_dir.name.lower() in generic else self.hr_dir.name
-        self.name = str(name)
+        self.name = benchmark_set_name(self.hr_dir) if name is None else str(name)
         self.lr_quantize = bool(lr_quantize)
         if lr_dir is False:
             self.lr_dir: Path | None = None

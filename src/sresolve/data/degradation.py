@@ -22,6 +22,11 @@ where it lives here:
    the order only changes floating-point rounding, so the cheaper order is used here.           -> :func:`imresize`
 9. MATLAB computes in double; ``uint8`` input is rounded (half away from zero) back to ``uint8``. -> :func:`imresize`
 
+:func:`pil_bicubic_resize` is the other LR generator in use: Pillow's ``BICUBIC`` filter on an 8-bit image, as in
+the official LIIF/EQSR code (torchvision ``Resize(size, BICUBIC)`` on a PIL image; spec ``archs_eqsr_amrsr.md`` A7,
+A9, choice E7). It is a different resampler (Pillow's own kernel support and fixed-point arithmetic), so its LR is not
+MATLAB's.
+
 Each axis becomes a dense ``(out x in)`` weight matrix built once in float64 (numpy), cast to the input's dtype/device
 and cached; resizing is then two matmuls, batched over any leading dimensions, autograd-friendly, and run with
 autocast disabled so bf16-mixed training cannot lower its precision.
@@ -38,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["bicubic_degrade", "clear_weight_cache", "imresize", "modcrop", "resize_weights"]
+__all__ = ["bicubic_degrade", "clear_weight_cache", "imresize", "modcrop", "pil_bicubic_resize", "resize_weights"]
 
 _ArrayT = TypeVar("_ArrayT", Tensor, np.ndarray)
 
@@ -254,3 +259,74 @@ def modcrop(img: _ArrayT, modulo: int) -> _ArrayT:
     if isinstance(img, Tensor):
         return img[..., :new_h, :new_w]
     return img[:new_h, :new_w, ...]
+
+
+def _pil_size(size: object) -> tuple[int, int]:
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
+        raise ValueError(f"pil_bicubic_resize: size must be a pair (out_h, out_w), got {size!r}")
+    return _check_len("size[0] (out_h)", size[0]), _check_len("size[1] (out_w)", size[1])
+
+
+def _to_hwc_uint8(img: Tensor | np.ndarray) -> np.ndarray:
+    """``(H, W, C)`` uint8 numpy array of a CHW tensor or an HWC/HW numpy image (see :func:`pil_bicubic_resize`)."""
+    if isinstance(img, Tensor):
+        if img.ndim != 3 or img.shape[0] not in (1, 3):
+            raise ValueError(f"pil_bicubic_resize: expected a (C, H, W) tensor with C = 1 or 3, got {tuple(img.shape)}")
+        x = img.detach().cpu()
+        if x.dtype.is_floating_point:
+            # torchvision ToPILImage: pic.mul(255).byte() (truncation; clamped first so nothing wraps around).
+            x = x.to(torch.float32).clamp(0.0, 1.0).mul(255.0).to(torch.uint8)
+        elif x.dtype != torch.uint8:
+            raise ValueError(f"pil_bicubic_resize: expected a uint8 or float tensor, got dtype {x.dtype}")
+        arr = x.permute(1, 2, 0).numpy()
+    elif isinstance(img, np.ndarray):
+        if img.dtype != np.uint8:
+            raise ValueError(f"pil_bicubic_resize: numpy input must be uint8 (H, W[, C]), got dtype {img.dtype}")
+        if img.ndim == 2:
+            arr = img[:, :, None]
+        elif img.ndim == 3 and img.shape[2] in (1, 3):
+            arr = img
+        else:
+            raise ValueError(
+                f"pil_bicubic_resize: expected a numpy image (H, W) or (H, W, C) with C = 1 or 3, got {img.shape}"
+            )
+    else:
+        raise ValueError(f"pil_bicubic_resize: expected a torch.Tensor or numpy.ndarray, got {type(img).__name__}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"pil_bicubic_resize: input has an empty spatial axis, shape {tuple(img.shape)}")
+    return np.ascontiguousarray(arr)
+
+
+def pil_bicubic_resize(img: Tensor | np.ndarray, size: tuple[int, int]) -> Tensor:
+    """Resize an 8-bit image to ``size = (out_h, out_w)`` with Pillow's ``BICUBIC`` filter.
+
+    This is the LR generator of the official EQSR (and LIIF) code, ``ToTensor()(Resize(size, BICUBIC)(
+    ToPILImage()(img)))``: Pillow's cubic kernel (``a = -0.5``) widened by the shrink factor when shrinking (so it
+    antialiases), separable, computed in fixed point on 8-bit samples, the result is 8-bit. Upscaling works too.
+
+    Args:
+        img: one image, either
+
+            * a ``uint8`` tensor ``(C, H, W)`` with ``C`` 1 or 3 (used as is);
+            * a floating-point tensor ``(C, H, W)`` in [0, 1], turned into 8 bits like torchvision's ``ToPILImage``:
+              ``x.mul(255).byte()``, i.e. **truncation**, not rounding (values are clamped to [0, 1] first; torchvision
+              does not clamp and wraps around). A float image that came from ``uint8 / 255`` in float32 gets its exact
+              levels back (checked for all 256 levels), so the official crop -> float -> PIL round trip is lossless;
+            * a ``uint8`` numpy array ``(H, W, C)`` (``C`` 1 or 3) or ``(H, W)``.
+
+        size: ``(out_h, out_w)``, positive ints (note: Pillow itself takes ``(width, height)``).
+
+    Returns:
+        float32 tensor ``(C, out_h, out_w)`` equal to the 8-bit result divided by 255 (torchvision ``ToTensor``), on
+        the CPU. An output of the input's size is the input unchanged.
+    """
+    from PIL import Image
+
+    out_h, out_w = _pil_size(size)
+    arr = _to_hwc_uint8(img)
+    channels = arr.shape[2]
+    pil = Image.fromarray(arr[:, :, 0] if channels == 1 else arr)  # mode "L" or "RGB"
+    out = np.asarray(pil.resize((out_w, out_h), Image.Resampling.BICUBIC), dtype=np.uint8)
+    if out.ndim == 2:
+        out = out[:, :, None]
+    return torch.from_numpy(out.copy()).permute(2, 0, 1).to(torch.float32).div_(255.0).contiguous()

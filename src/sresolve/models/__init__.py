@@ -1,5 +1,7 @@
-"""LightningModules: one module serves every family that trains as plain paired SR."""
+"""LightningModules: one module serves every family that trains as plain paired SR (:class:`SRModule`); arbitrary-scale
+networks (EQSR), which train on per-sample scales and coordinates, use :class:`ArbitraryScaleSRModule`."""
 
+from sresolve.models.arbitrary_module import ArbitraryScaleSRModule
 from sresolve.models.sr_module import SRModule
 
-__all__ = ["SRModule"]
+__all__ = ["ArbitraryScaleSRModule", "SRModule"]

@@ -310,10 +310,10 @@ class SRModule(L.LightningModule):
 
 
 def comparison_row(lr: Tensor, sr: Tensor, hr: Tensor, crop: int = 192) -> Tensor:
-    """A 3×crop×3crop strip: the LR (nearest-upsampled) | SR | HR centre crops of one image, for logging."""
-    scale = hr.shape[-1] // lr.shape[-1]
-    up = torch.nn.functional.interpolate(lr[None].float(), scale_factor=scale, mode="nearest")[0]
+    """A 3×crop×3crop strip: the LR (nearest-upsampled to the HR size, any scale) | SR | HR centre crops of one image,
+    for logging."""
     h, w = hr.shape[-2:]
+    up = torch.nn.functional.interpolate(lr[None].float(), size=(h, w), mode="nearest")[0]
     c = min(crop, h, w)
     top, left = (h - c) // 2, (w - c) // 2
     parts = [t[:, top : top + c, left : left + c].float().clamp(0, 1).cpu() for t in (up, sr, hr)]

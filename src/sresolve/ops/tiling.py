@@ -127,14 +127,30 @@ def auto_tile(height: int, width: int, max_pixels: int, align: int = 8) -> int |
     return max(side, 4 * align)
 
 
+def _tile_plan(
+    net: torch.nn.Module, lr: Tensor, tile: int | None, overlap: int, max_pixels: int | None
+) -> tuple[int | None, int, int]:
+    """``(tile, overlap, align)`` for ``lr``: the tile from ``tile`` or the pixel budget, rounded to the network's
+    ``tile_align`` (its window / pooling grid), the overlap capped below the tile; ``tile=None``: no tiling."""
+    align = int(getattr(net, "tile_align", 8))
+    if tile is None and max_pixels is not None:
+        tile = auto_tile(lr.shape[-2], lr.shape[-1], max_pixels, align)
+    if tile is None:
+        return None, overlap, align
+    tile = max(align, tile // align * align)
+    return tile, min(overlap, tile - align), align
+
+
 @torch.no_grad()
 def upscale(
     net: torch.nn.Module,
     lr: Tensor,
     *,
+    scale: float | None = None,
     tile: int | None = None,
     overlap: int = 32,
     max_pixels: int | None = None,
+    query_tile: int | None = None,
     out_device: torch.device | str | None = None,
     progress: Callable[[int], None] | None = None,
     tta: bool = False,
@@ -144,28 +160,99 @@ def upscale(
 
     The one inference path shared by validation, ``sresolve-test`` and ``sresolve-upscale``. The output is clamped to
     [0, 1] (BasicSR clamps in ``tensor2img``); quantisation to 8 bits is left to the metrics / the image writer.
+
+    ``scale``: the output scale. Fixed-scale networks accept only their own (``None`` = ``net.scale``);
+    arbitrary-scale networks (``net.arbitrary_scale``, e.g. EQSR) produce ``round(H·s) × round(W·s)`` pixels, see
+    :func:`upscale_arbitrary` (``query_tile`` only applies to them).
     """
     if tta:
         from sresolve.ops.ensemble import self_ensemble
 
         def one(x: Tensor) -> Tensor:
             return upscale(
-                net, x, tile=tile, overlap=overlap, max_pixels=max_pixels, out_device=out_device, progress=progress
+                net,
+                x,
+                scale=scale,
+                tile=tile,
+                overlap=overlap,
+                max_pixels=max_pixels,
+                query_tile=query_tile,
+                out_device=out_device,
+                progress=progress,
             )
 
         return self_ensemble(one, lr).clamp_(0.0, 1.0)
+    if getattr(net, "arbitrary_scale", False):
+        return upscale_arbitrary(
+            net,
+            lr,
+            scale=scale,
+            tile=tile,
+            overlap=overlap,
+            max_pixels=max_pixels,
+            query_tile=query_tile,
+            out_device=out_device,
+            progress=progress,
+        )
+    if scale is not None and float(scale) != float(net.scale):
+        raise ValueError(
+            f"{type(net).__name__} is a fixed x{net.scale} network; it cannot upscale by {scale:g} "
+            "(use an arbitrary-scale model such as eqsr)"
+        )
     scale = int(net.scale)
-    align = int(getattr(net, "tile_align", 8))
-    if tile is None and max_pixels is not None:
-        tile = auto_tile(lr.shape[-2], lr.shape[-1], max_pixels, align)
+    tile, overlap, align = _tile_plan(net, lr, tile, overlap, max_pixels)
     if tile is None:
         out = net(lr)
         if progress is not None:
             progress(1)
     else:
-        tile = max(align, tile // align * align)
-        overlap = min(overlap, tile - align)
         out = tiled_forward(
             net, lr, scale, tile=tile, overlap=overlap, align=align, out_device=out_device, progress=progress
         )
     return out.clamp_(0.0, 1.0)
+
+
+@torch.no_grad()
+def upscale_arbitrary(
+    net: torch.nn.Module,
+    lr: Tensor,
+    *,
+    scale: float | None = None,
+    tile: int | None = None,
+    overlap: int = 32,
+    max_pixels: int | None = None,
+    query_tile: int | None = None,
+    out_device: torch.device | str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Arbitrary-scale inference (EQSR, spec choice E5) with bounded memory: output ``round(H·s) × round(W·s)``.
+
+    Two stages, each tiled on its own: the backbone ``net.features`` on LR tiles with overlap blending, exactly like
+    :func:`tiled_forward` at scale 1 (``tile`` / ``max_pixels``; approximate like every tiled transformer, the
+    margin sets the error), then the query decoder ``net.decode`` on tiles of the HR query grid (``query_tile``,
+    default ``isqrt(max_pixels) // 2`` when the output has more than that many pixels squared), which is exact: the
+    decoder's receptive field is covered by its halo and its global channel statistics are gathered first.
+    """
+    from sresolve.ops.coords import make_coord
+
+    s = float(net.scale if scale is None else scale)
+    if not math.isfinite(s) or s <= 0:
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    b, _, height, width = lr.shape
+    out_h, out_w = net.output_size((height, width), s)
+    code = net.scale_code_of(b, lr.device, s, None, out_h)
+    tile, overlap, align = _tile_plan(net, lr, tile, overlap, max_pixels)
+    if tile is None:
+        feat = net.features(lr, code)
+    else:
+        feat = tiled_forward(
+            lambda t: net.features(t, code), lr, 1, tile=tile, overlap=overlap, align=align, progress=progress
+        )
+    if query_tile is None and max_pixels is not None and out_h * out_w > max_pixels:
+        query_tile = max(64, math.isqrt(max_pixels) // 2)
+    coord = make_coord((out_h, out_w), device=lr.device).expand(b, out_h, out_w, 2)
+    out = net.decode(feat, coord, query_tile=query_tile)
+    if progress is not None and tile is None:
+        progress(1)
+    out = out.clamp_(0.0, 1.0)
+    return out if out_device is None else out.to(out_device)
