@@ -237,8 +237,8 @@ def test_official_layout_loads_strictly_through_load_model() -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded(lr, scale=3.3), net(lr, scale=3.3))
     assert load_model(sd, scale_code="cell").scale_code == "cell"  # what the weights cannot tell
-    full = archs.create("eqsr")
-    assert archs.detect_arch(full.state_dict()) == ("eqsr", {})
+    for name in ("eqsr", "eqsr_4x4", "eqsr_6x6"):  # the registered variant of supplement Table 1 is recognised
+        assert archs.detect_arch(archs.create(name).state_dict()) == (name, {})
 
 
 def test_upscale_path_tiles_backbone_and_decoder() -> None:

@@ -60,7 +60,7 @@ from .layers import (
     pad_to_multiple,
     window_transformer_layout,
 )
-from .registry import arch_defaults, register_arch, register_detector
+from .registry import arch_defaults, list_archs, register_arch, register_detector
 
 __all__ = [
     "DECODER_HALO",
@@ -72,6 +72,10 @@ __all__ = [
     "ScaleCode",
     "detect_eqsr",
     "eqsr",
+    "eqsr_4x4",
+    "eqsr_4x5",
+    "eqsr_5x5",
+    "eqsr_6x6",
     "involution",
     "sine_cosine_encoding",
 ]
@@ -692,6 +696,11 @@ class EQSR(WindowTransformerSR):
 
 
 # ------------------------------------------------------------------------------------------------ registered variants
+def _build(**kwargs: Any) -> EQSR:
+    """:class:`EQSR` from the registered entry functions' arguments (``gamma`` is HAT's name of the OCAB overlap)."""
+    return EQSR(overlap_ratio=kwargs.pop("gamma"), **kwargs)
+
+
 @register_arch(family="eqsr")
 def eqsr(
     scale: int = 4,
@@ -711,30 +720,115 @@ def eqsr(
     grad_checkpointing: bool = False,
     img_range: float = 1.0,
 ) -> EQSR:
-    """EQNet, the paper's final model IV (6 groups × 5 blocks): 13,619,510 parameters (supplement Table 1: 13.6 M).
+    """EQNet, the paper's final model IV (6 groups × 5 blocks), supplement Table 1: 13.6 M; 13,619,510 parameters.
 
-    Table 1 variants through ``depths``/``num_heads``: 4×4 8.52 M, 4×5 9.58 M, 5×5 11.60 M, 6×6 15.22 M
-    (``conf/model/eqsr_*.yaml``). ``gamma`` is the OCAB overlap ratio (HAT's name); ``scale`` is only the default
-    output scale.
+    ``gamma`` is the OCAB overlap ratio (HAT's name); ``scale`` is only the default output scale.
     """
-    return EQSR(
-        scale=scale,
-        embed_dim=embed_dim,
-        depths=depths,
-        num_heads=num_heads,
-        window_size=window_size,
-        overlap_ratio=gamma,
-        mlp_ratio=mlp_ratio,
-        drop_path_rate=drop_path_rate,
-        scale_code=scale_code,  # type: ignore[arg-type]
-        num_frequencies=num_frequencies,
-        afe_demod=afe_demod,
-        afe_bias=afe_bias,
-        decoder_dim=decoder_dim,
-        decoder_blocks=decoder_blocks,
-        grad_checkpointing=grad_checkpointing,
-        img_range=img_range,
-    )
+    return _build(**locals())
+
+
+@register_arch(family="eqsr")
+def eqsr_4x4(
+    scale: int = 4,
+    embed_dim: int = 180,
+    depths: Sequence[int] = (4, 4, 4, 4),
+    num_heads: Sequence[int] = (6, 6, 6, 6),
+    window_size: int = 16,
+    gamma: float = 0.5,
+    mlp_ratio: float = 2.0,
+    drop_path_rate: float = 0.1,
+    scale_code: str = "r",
+    num_frequencies: int = 40,
+    afe_demod: bool = True,
+    afe_bias: bool = False,
+    decoder_dim: int = 256,
+    decoder_blocks: int = 2,
+    grad_checkpointing: bool = False,
+    img_range: float = 1.0,
+) -> EQSR:
+    """EQNet, supplement Table 1 variant 4 groups × 4 blocks: 8.5 M; 8,515,106 parameters.
+
+    ``gamma`` is the OCAB overlap ratio (HAT's name); ``scale`` is only the default output scale.
+    """
+    return _build(**locals())
+
+
+@register_arch(family="eqsr")
+def eqsr_4x5(
+    scale: int = 4,
+    embed_dim: int = 180,
+    depths: Sequence[int] = (5, 5, 5, 5),
+    num_heads: Sequence[int] = (6, 6, 6, 6),
+    window_size: int = 16,
+    gamma: float = 0.5,
+    mlp_ratio: float = 2.0,
+    drop_path_rate: float = 0.1,
+    scale_code: str = "r",
+    num_frequencies: int = 40,
+    afe_demod: bool = True,
+    afe_bias: bool = False,
+    decoder_dim: int = 256,
+    decoder_blocks: int = 2,
+    grad_checkpointing: bool = False,
+    img_range: float = 1.0,
+) -> EQSR:
+    """EQNet, supplement Table 1 variant 4 groups × 5 blocks: 9.6 M; 9,582,890 parameters.
+
+    ``gamma`` is the OCAB overlap ratio (HAT's name); ``scale`` is only the default output scale.
+    """
+    return _build(**locals())
+
+
+@register_arch(family="eqsr")
+def eqsr_5x5(
+    scale: int = 4,
+    embed_dim: int = 180,
+    depths: Sequence[int] = (5, 5, 5, 5, 5),
+    num_heads: Sequence[int] = (6, 6, 6, 6, 6),
+    window_size: int = 16,
+    gamma: float = 0.5,
+    mlp_ratio: float = 2.0,
+    drop_path_rate: float = 0.1,
+    scale_code: str = "r",
+    num_frequencies: int = 40,
+    afe_demod: bool = True,
+    afe_bias: bool = False,
+    decoder_dim: int = 256,
+    decoder_blocks: int = 2,
+    grad_checkpointing: bool = False,
+    img_range: float = 1.0,
+) -> EQSR:
+    """EQNet, supplement Table 1 variant 5 groups × 5 blocks: 11.6 M; 11,601,200 parameters.
+
+    ``gamma`` is the OCAB overlap ratio (HAT's name); ``scale`` is only the default output scale.
+    """
+    return _build(**locals())
+
+
+@register_arch(family="eqsr")
+def eqsr_6x6(
+    scale: int = 4,
+    embed_dim: int = 180,
+    depths: Sequence[int] = (6, 6, 6, 6, 6, 6),
+    num_heads: Sequence[int] = (6, 6, 6, 6, 6, 6),
+    window_size: int = 16,
+    gamma: float = 0.5,
+    mlp_ratio: float = 2.0,
+    drop_path_rate: float = 0.1,
+    scale_code: str = "r",
+    num_frequencies: int = 40,
+    afe_demod: bool = True,
+    afe_bias: bool = False,
+    decoder_dim: int = 256,
+    decoder_blocks: int = 2,
+    grad_checkpointing: bool = False,
+    img_range: float = 1.0,
+) -> EQSR:
+    """EQNet, supplement Table 1 variant 6 groups × 6 blocks: 15.2 M; 15,221,186 parameters.
+
+    ``gamma`` is the OCAB overlap ratio (HAT's name); ``scale`` is only the default output scale.
+    """
+    return _build(**locals())
 
 
 # ------------------------------------------------------------------------------------------------ state-dict detector
@@ -780,7 +874,12 @@ def detect_eqsr(state_dict: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]] 
         "decoder_dim": decoder_dim,
         "decoder_blocks": blocks,
     }
-    defaults = arch_defaults("eqsr")
-    return "eqsr", {
-        k: v for k, v in kwargs.items() if (list(defaults[k]) if isinstance(defaults[k], tuple) else defaults[k]) != v
-    }
+
+    def differing(name: str) -> dict[str, Any]:
+        d = arch_defaults(name)
+        return {k: v for k, v in kwargs.items() if (list(d[k]) if isinstance(d[k], tuple) else d[k]) != v}
+
+    for name in ("eqsr", *list_archs("eqsr_*")):
+        if not differing(name):
+            return name, {}
+    return "eqsr", differing("eqsr")
