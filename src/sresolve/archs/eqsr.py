@@ -37,6 +37,7 @@ multiple of the window and crop of the body output, as the official test wrapper
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -696,11 +697,6 @@ class EQSR(WindowTransformerSR):
 
 
 # ------------------------------------------------------------------------------------------------ registered variants
-def _build(**kwargs: Any) -> EQSR:
-    """:class:`EQSR` from the registered entry functions' arguments (``gamma`` is HAT's name of the OCAB overlap)."""
-    return EQSR(overlap_ratio=kwargs.pop("gamma"), **kwargs)
-
-
 @register_arch(family="eqsr")
 def eqsr(
     scale: int = 4,
@@ -720,115 +716,40 @@ def eqsr(
     grad_checkpointing: bool = False,
     img_range: float = 1.0,
 ) -> EQSR:
-    """EQNet, the paper's final model IV (6 groups × 5 blocks), supplement Table 1: 13.6 M; 13,619,510 parameters.
+    """EQNet, the paper's final model IV (6 groups × 5 blocks): 13,619,510 parameters (supplement Table 1: 13.6 M).
 
-    ``gamma`` is the OCAB overlap ratio (HAT's name); ``scale`` is only the default output scale.
+    ``gamma`` is the OCAB overlap ratio (HAT's name); ``scale`` is only the default output scale. The other rows of
+    Table 1 are registered as ``eqsr_<groups>x<depth>`` with the same arguments.
     """
-    return _build(**locals())
+    kwargs = dict(locals())
+    return EQSR(overlap_ratio=kwargs.pop("gamma"), **kwargs)
 
 
-@register_arch(family="eqsr")
-def eqsr_4x4(
-    scale: int = 4,
-    embed_dim: int = 180,
-    depths: Sequence[int] = (4, 4, 4, 4),
-    num_heads: Sequence[int] = (6, 6, 6, 6),
-    window_size: int = 16,
-    gamma: float = 0.5,
-    mlp_ratio: float = 2.0,
-    drop_path_rate: float = 0.1,
-    scale_code: str = "r",
-    num_frequencies: int = 40,
-    afe_demod: bool = True,
-    afe_bias: bool = False,
-    decoder_dim: int = 256,
-    decoder_blocks: int = 2,
-    grad_checkpointing: bool = False,
-    img_range: float = 1.0,
-) -> EQSR:
-    """EQNet, supplement Table 1 variant 4 groups × 4 blocks: 8.5 M; 8,515,106 parameters.
+def _table1_variant(groups: int, depth: int, params: str) -> Any:
+    """Register ``eqsr_<groups>x<depth>``: :func:`eqsr` with the defaults ``depths = (depth,) * groups`` and
+    ``num_heads = (6,) * groups`` (supplement Table 1). Its signature (what the registry checks and reads) is
+    :func:`eqsr`'s with those two defaults changed."""
+    base = inspect.signature(eqsr)
+    changed = {"depths": (depth,) * groups, "num_heads": (6,) * groups}
+    sig = base.replace(parameters=[p.replace(default=changed.get(p.name, p.default)) for p in base.parameters.values()])
 
-    ``gamma`` is the OCAB overlap ratio (HAT's name); ``scale`` is only the default output scale.
-    """
-    return _build(**locals())
+    def variant(**kwargs: Any) -> EQSR:
+        bound = sig.bind(**kwargs)
+        bound.apply_defaults()
+        return eqsr(**bound.arguments)
+
+    name = f"eqsr_{groups}x{depth}"
+    variant.__name__ = variant.__qualname__ = name
+    variant.__signature__ = sig  # type: ignore[attr-defined]
+    variant.__annotations__ = dict(eqsr.__annotations__)
+    variant.__doc__ = f"EQNet, supplement Table 1 row {groups} groups × {depth} blocks: {params} parameters."
+    return register_arch(variant, family="eqsr")
 
 
-@register_arch(family="eqsr")
-def eqsr_4x5(
-    scale: int = 4,
-    embed_dim: int = 180,
-    depths: Sequence[int] = (5, 5, 5, 5),
-    num_heads: Sequence[int] = (6, 6, 6, 6),
-    window_size: int = 16,
-    gamma: float = 0.5,
-    mlp_ratio: float = 2.0,
-    drop_path_rate: float = 0.1,
-    scale_code: str = "r",
-    num_frequencies: int = 40,
-    afe_demod: bool = True,
-    afe_bias: bool = False,
-    decoder_dim: int = 256,
-    decoder_blocks: int = 2,
-    grad_checkpointing: bool = False,
-    img_range: float = 1.0,
-) -> EQSR:
-    """EQNet, supplement Table 1 variant 4 groups × 5 blocks: 9.6 M; 9,582,890 parameters.
-
-    ``gamma`` is the OCAB overlap ratio (HAT's name); ``scale`` is only the default output scale.
-    """
-    return _build(**locals())
-
-
-@register_arch(family="eqsr")
-def eqsr_5x5(
-    scale: int = 4,
-    embed_dim: int = 180,
-    depths: Sequence[int] = (5, 5, 5, 5, 5),
-    num_heads: Sequence[int] = (6, 6, 6, 6, 6),
-    window_size: int = 16,
-    gamma: float = 0.5,
-    mlp_ratio: float = 2.0,
-    drop_path_rate: float = 0.1,
-    scale_code: str = "r",
-    num_frequencies: int = 40,
-    afe_demod: bool = True,
-    afe_bias: bool = False,
-    decoder_dim: int = 256,
-    decoder_blocks: int = 2,
-    grad_checkpointing: bool = False,
-    img_range: float = 1.0,
-) -> EQSR:
-    """EQNet, supplement Table 1 variant 5 groups × 5 blocks: 11.6 M; 11,601,200 parameters.
-
-    ``gamma`` is the OCAB overlap ratio (HAT's name); ``scale`` is only the default output scale.
-    """
-    return _build(**locals())
-
-
-@register_arch(family="eqsr")
-def eqsr_6x6(
-    scale: int = 4,
-    embed_dim: int = 180,
-    depths: Sequence[int] = (6, 6, 6, 6, 6, 6),
-    num_heads: Sequence[int] = (6, 6, 6, 6, 6, 6),
-    window_size: int = 16,
-    gamma: float = 0.5,
-    mlp_ratio: float = 2.0,
-    drop_path_rate: float = 0.1,
-    scale_code: str = "r",
-    num_frequencies: int = 40,
-    afe_demod: bool = True,
-    afe_bias: bool = False,
-    decoder_dim: int = 256,
-    decoder_blocks: int = 2,
-    grad_checkpointing: bool = False,
-    img_range: float = 1.0,
-) -> EQSR:
-    """EQNet, supplement Table 1 variant 6 groups × 6 blocks: 15.2 M; 15,221,186 parameters.
-
-    ``gamma`` is the OCAB overlap ratio (HAT's name); ``scale`` is only the default output scale.
-    """
-    return _build(**locals())
+eqsr_4x4 = _table1_variant(4, 4, "8,515,106")
+eqsr_4x5 = _table1_variant(4, 5, "9,582,890")
+eqsr_5x5 = _table1_variant(5, 5, "11,601,200")
+eqsr_6x6 = _table1_variant(6, 6, "15,221,186")
 
 
 # ------------------------------------------------------------------------------------------------ state-dict detector

@@ -95,40 +95,30 @@ def run_test(cfg: DictConfig) -> dict[str, Any]:
     extra += "; x8 self-ensemble" if tta == "x8" else ""
     log.info("evaluating %s on %s (%s)", describe(net), list(loaders), device)
     if crop_border == "ceil_scale":  # LIIF convention: shave ceil(s) px at scale s, one protocol per loader
-        results = []
-        for name, loader in loaders.items():
-            border = math.ceil(per_scale[name])
-            results += evaluate(
-                net,
-                {name: loader},
-                EvalProtocol(crop_border=border, y_channel=bool(cfg.y_channel)),
-                method=method,
-                bicubic_baseline=bool(cfg.bicubic_baseline),
-                device=device,
-                tile=cfg.tile,
-                tile_overlap=int(cfg.tile_overlap),
-                max_pixels=cfg.max_pixels,
-                query_tile=cfg.get("query_tile"),
-                on_image=on_image,
-                dataset_names=getattr(datamodule, "test_set_of", None),
-            )
+        groups = [
+            ({name: loader}, EvalProtocol(crop_border=math.ceil(per_scale[name]), y_channel=bool(cfg.y_channel)))
+            for name, loader in loaders.items()
+        ]
         extra += "; crop border ceil(scale) (LIIF convention)"
-        return _report(results, out_dir, protocol, extra, net, modcrop, arbitrary)
-    results = evaluate(
-        net,
-        loaders,
-        protocol,
-        method=method,
-        bicubic_baseline=bool(cfg.bicubic_baseline),
-        device=device,
-        tile=cfg.tile,
-        tile_overlap=int(cfg.tile_overlap),
-        max_pixels=cfg.max_pixels,
-        query_tile=cfg.get("query_tile"),
-        tta=tta == "x8",
-        on_image=on_image,
-        dataset_names=getattr(datamodule, "test_set_of", None),
-    )
+    else:
+        groups = [(loaders, protocol)]
+    results = []
+    for group, group_protocol in groups:
+        results += evaluate(
+            net,
+            group,
+            group_protocol,
+            method=method,
+            bicubic_baseline=bool(cfg.bicubic_baseline),
+            device=device,
+            tile=cfg.tile,
+            tile_overlap=int(cfg.tile_overlap),
+            max_pixels=cfg.max_pixels,
+            query_tile=cfg.get("query_tile"),
+            tta=tta == "x8",
+            on_image=on_image,
+            dataset_names=getattr(datamodule, "test_set_of", None),
+        )
     return _report(results, out_dir, protocol, extra, net, modcrop, arbitrary)
 
 

@@ -39,11 +39,10 @@ from sresolve.data.datamodules import (
     _benchmark_sets,
     _check_keys,
     _check_trainer_sampler,
-    _eval_spec,
+    _eval_specs,
     _path,
     _to_container,
     _train_spec,
-    _world,
 )
 from sresolve.data.datasets import (
     BenchmarkDataset,
@@ -482,19 +481,8 @@ def _arbitrary_train_spec(spec: Any, key: str = "data.train") -> dict[str, Any]:
 
 
 def _arbitrary_eval_specs(sets: Any, key: str) -> dict[str, dict[str, Any]]:
-    sets = _to_container(sets)
-    if sets is None:
-        return {}
-    if not isinstance(sets, Mapping):
-        raise ValueError(f"{key} must map a set name to its spec ({{name: {{hr_dir: ...}}}}), got {sets!r}")
-    out = {}
-    for name, spec in sets.items():
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{key}: set names must be non-empty strings, got {name!r}")
-        if isinstance(spec, Mapping):
-            _check_keys(spec, _EVAL_KEYS, f"{key}.{name}")
-        out[name] = _eval_spec(spec, f"{key}.{name}")
-    return out
+    """Evaluation set specs without ``modcrop`` (the arbitrary-scale protocol crops by scale)."""
+    return _eval_specs(sets, key, allowed=_EVAL_KEYS)
 
 
 class ArbitraryScaleSRDataModule(SRDataModuleBase):
@@ -635,23 +623,8 @@ class ArbitraryScaleSRDataModule(SRDataModuleBase):
         }
 
     # ------------------------------------------------------------------ lightning hooks
-    def prepare_data(self) -> None:
-        """Materialise the embedded sample images when ``samples_root`` is set (runs once per node)."""
-        if self.samples_root is not None:
-            from sresolve.data.samples import materialize_samples
-
-            materialize_samples(self.samples_root)
-
     def setup(self, stage: str | None = None) -> None:
-        world, _ = _world(self)
-        if self.batch_size % world:
-            raise ValueError(
-                f"data.batch_size={self.batch_size} is the global batch and must be divisible by the world size "
-                f"{world} (trainer.devices x trainer.num_nodes)"
-            )
-        self.per_device_batch_size = self.batch_size // world
-        if self.samples_root is not None:
-            self.prepare_data()  # no-op when complete
+        world = self._setup_world()
         if stage in (None, "fit") and self.train_spec is not None and self.train_set is None:
             _check_trainer_sampler(self, world)
             self.train_set = ArbitraryScaleTrainDataset(

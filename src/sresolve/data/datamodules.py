@@ -198,7 +198,9 @@ def _eval_spec(spec: Any, key: str) -> dict[str, Any]:
     return out
 
 
-def _eval_specs(sets: Any, key: str) -> dict[str, dict[str, Any]]:
+def _eval_specs(sets: Any, key: str, allowed: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """``{name: spec}`` of the evaluation sets, each checked by :func:`_eval_spec`; ``allowed`` narrows the keys a
+    spec may have (errors list them)."""
     sets = _to_container(sets)
     if sets is None:
         return {}
@@ -208,6 +210,8 @@ def _eval_specs(sets: Any, key: str) -> dict[str, dict[str, Any]]:
     for name, spec in sets.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"{key}: set names must be non-empty strings, got {name!r}")
+        if allowed is not None and isinstance(spec, Mapping):
+            _check_keys(spec, allowed, f"{key}.{name}")
         out[name] = _eval_spec(spec, f"{key}.{name}")
     return out
 
@@ -283,6 +287,31 @@ class SRDataModuleBase(L.LightningDataModule):
     test_names: list[str]
     num_workers: int
     pin_memory: bool
+
+    samples_root: Path | None
+    batch_size: int
+    per_device_batch_size: int
+
+    def prepare_data(self) -> None:
+        """Materialise the embedded sample images when ``samples_root`` is set (runs once per node)."""
+        if self.samples_root is not None:
+            from sresolve.data.samples import materialize_samples
+
+            materialize_samples(self.samples_root)
+
+    def _setup_world(self) -> int:
+        """Split the global batch over the processes (an error when it does not divide) and make sure the sample
+        images exist (``prepare_data`` may not have run, e.g. outside a Trainer); returns the world size."""
+        world, _ = _world(self)
+        if self.batch_size % world:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is the global batch and must be divisible by the world size "
+                f"{world} (trainer.devices x trainer.num_nodes)"
+            )
+        self.per_device_batch_size = self.batch_size // world
+        if self.samples_root is not None:
+            self.prepare_data()  # no-op when complete
+        return world
 
     def _pin(self) -> bool:
         return self.pin_memory and torch.cuda.is_available()
@@ -375,23 +404,8 @@ class PairedSRDataModule(SRDataModuleBase):
         self.per_device_batch_size = self.batch_size
 
     # ------------------------------------------------------------------ lightning hooks
-    def prepare_data(self) -> None:
-        """Materialise the embedded sample images when ``samples_root`` is set (runs once per node)."""
-        if self.samples_root is not None:
-            from sresolve.data.samples import materialize_samples
-
-            materialize_samples(self.samples_root)
-
     def setup(self, stage: str | None = None) -> None:
-        world, _ = _world(self)
-        if self.batch_size % world:
-            raise ValueError(
-                f"data.batch_size={self.batch_size} is the global batch and must be divisible by the world size "
-                f"{world} (trainer.devices x trainer.num_nodes)"
-            )
-        self.per_device_batch_size = self.batch_size // world
-        if self.samples_root is not None:
-            self.prepare_data()  # no-op when complete (prepare_data may not have run, e.g. outside a Trainer)
+        world = self._setup_world()
         if stage in (None, "fit") and self.train_spec is not None and self.train_set is None:
             _check_trainer_sampler(self, world)
             self.train_set = PairedImageDataset(
