@@ -134,15 +134,12 @@ def evaluate(
 
 def results_markdown(results: list[Result], protocol: EvalProtocol, extra: str = "") -> str:
     """A paper-style table: one row per (data set, method), PSNR (dB) / SSIM, with the protocol underneath."""
-    if any(r.scale is not None for r in results):
-        lines = ["| dataset | scale | method | images | PSNR (dB) | SSIM |", "|---|---:|---|---:|---:|---:|"]
-        for r in results:
-            sc = f"×{r.scale:g}" if r.scale is not None else ""
-            lines.append(f"| {r.dataset} | {sc} | {r.method} | {len(r.psnr)} | {r.mean_psnr:.4f} | {r.mean_ssim:.4f} |")
-    else:
-        lines = ["| dataset | method | images | PSNR (dB) | SSIM |", "|---|---|---:|---:|---:|"]
-        for r in results:
-            lines.append(f"| {r.dataset} | {r.method} | {len(r.psnr)} | {r.mean_psnr:.4f} | {r.mean_ssim:.4f} |")
+    per_scale = any(r.scale is not None for r in results)
+    head, rule = ("| dataset | scale |", "|---|---:|") if per_scale else ("| dataset |", "|---|")
+    lines = [head + " method | images | PSNR (dB) | SSIM |", rule + "---|---:|---:|---:|"]
+    for r in results:
+        sc = (f" ×{r.scale:g} |" if r.scale is not None else " |") if per_scale else ""
+        lines.append(f"| {r.dataset} |{sc} {r.method} | {len(r.psnr)} | {r.mean_psnr:.4f} | {r.mean_ssim:.4f} |")
     lines.append("")
     lines.append(f"Protocol: {protocol.describe()}{'; ' + extra if extra else ''}")
     return "\n".join(lines)
@@ -192,14 +189,11 @@ def write_results(
     table = out_dir / "results.csv"
     with table.open("w", newline="") as f:
         w = csv.writer(f)
-        tail = [c for c, v in (("scale", scale), ("modcrop", modcrop)) if v is not None]
-        per_scale = any(r.scale is not None for r in results)
-        if per_scale and "scale" not in tail:
-            tail.insert(0, "scale")
+        scales = [r.scale if r.scale is not None else scale for r in results]
+        tail = [c for c, on in (("scale", any(v is not None for v in scales)), ("modcrop", modcrop is not None)) if on]
         w.writerow(["dataset", "method", "images", "psnr", "ssim", "protocol", *tail])
-        for r in results:
-            s = r.scale if r.scale is not None else scale
-            values = [f"{v:g}" for v in ((s if per_scale or scale is not None else None), modcrop) if v is not None]
+        for r, sc in zip(results, scales, strict=True):
+            values = {"scale": "" if sc is None else f"{sc:g}", "modcrop": f"{modcrop:g}" if modcrop else ""}
             w.writerow(
                 [
                     r.dataset,
@@ -208,7 +202,7 @@ def write_results(
                     f"{r.mean_psnr:.6f}",
                     f"{r.mean_ssim:.6f}",
                     protocol.describe(),
-                    *values,
+                    *(values[c] for c in tail),
                 ]
             )
     per_image = out_dir / "per_image.csv"

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sresolve.ops.coords import make_coord
+from sresolve.ops.precision import autocast_disabled
 
 from .hat import HAB, OCAB, calculate_rpi_oca
 from .layers import (
@@ -98,13 +99,7 @@ def sine_cosine_encoding(x: Tensor, num_frequencies: int = 40, dim: int = -1) ->
     with autocast off, in the official operation order, so that the high frequencies (arguments up to ~1e9 rad, in
     effect a hash of the float value) equal the released model's.
     """
-    device_type = x.device.type
-    ctx = (
-        torch.autocast(device_type=device_type, enabled=False)
-        if torch.amp.is_autocast_available(device_type)
-        else torch.autocast(device_type="cpu", enabled=False)
-    )
-    with ctx:
+    with autocast_disabled(x.device.type):
         x = x.float()
         parts = [x]
         for i in range(num_frequencies):

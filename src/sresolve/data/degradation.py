@@ -34,7 +34,6 @@ autocast disabled so bf16-mixed training cannot lower its precision.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from typing import TypeVar
@@ -42,6 +41,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 from torch import Tensor
+
+from sresolve.ops.precision import autocast_disabled
 
 __all__ = ["bicubic_degrade", "clear_weight_cache", "imresize", "modcrop", "pil_bicubic_resize", "resize_weights"]
 
@@ -197,13 +198,7 @@ def imresize(
     resize_w = not (out_w == in_w and scale_w == 1.0)
     antialias = bool(antialias)
 
-    device_type = x.device.type
-    no_autocast = (
-        torch.autocast(device_type=device_type, enabled=False)
-        if torch.amp.is_autocast_available(device_type)
-        else contextlib.nullcontext()
-    )
-    with no_autocast:
+    with autocast_disabled(x.device.type):
         y = x.to(work)
         w_h = _weights_tensor(in_h, out_h, scale_h, antialias, work, x.device) if resize_h else None
         w_w = _weights_tensor(in_w, out_w, scale_w, antialias, work, x.device) if resize_w else None

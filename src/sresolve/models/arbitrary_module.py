@@ -98,41 +98,22 @@ class ArbitraryScaleSRModule(SRModule):
         return math.ceil(scale) if self.border_rule == "ceil_scale" else int(self.border_rule)
 
     # ------------------------------------------------------------------ training
-    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+    def train_forward_kwargs(self, batch: Mapping[str, Tensor]) -> dict[str, Any]:
+        """Per-sample scale, query coordinates and cell of an arbitrary-scale training batch."""
         missing = [k for k in ("lr", "hr", "coord", "scale") if k not in batch]
         if missing:
             raise KeyError(
                 f"arbitrary-scale training batches need {missing} (use an arbitrary-scale datamodule such as "
                 "data=samples_arbitrary / df2k_arbitrary)"
             )
-        fwd = self.__dict__.get("_train_forward", self.net)
-        sr = fwd(batch["lr"], scale=batch["scale"], coord=batch["coord"], cell=batch.get("cell"))
-        total, parts = self.criterion(sr, batch["hr"])
-        if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"non-finite loss {total.item()} at step {self.global_step}; lower model.optim.lr or check the data"
-            )
-        self.log("train/loss", total, prog_bar=True)
         self.log("train/scale_mean", batch["scale"].float().mean())
-        for name, value in parts.items():
-            self.log(f"train/l_{name}", value)
-        return total
+        return {"scale": batch["scale"], "coord": batch["coord"], "cell": batch.get("cell")}
 
     # ------------------------------------------------------------------ validation / test
-    def _shared_eval(self, batch: Mapping[str, Any], dataloader_idx: int) -> Tensor:
-        lr, hr = batch["lr"], batch["hr"]
+    def eval_forward_kwargs(self, batch: Mapping[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """The loader's scale: ``batch["scale"]`` (arbitrary-scale sets), else the datamodule's, else HR / LR."""
         if "scale" in batch:
-            scale = float(torch.as_tensor(batch["scale"]).reshape(-1)[0])
-        elif self.val_scales:
-            scale = self.val_scales[dataloader_idx]
-        else:
-            scale = hr.shape[-2] / lr.shape[-2]
-        sr = self(lr, scale=scale)
-        if sr.shape != hr.shape:
-            name = batch.get("name", ["?"])
-            raise ValueError(
-                f"SR output {tuple(sr.shape)} at x{scale:g} does not match HR {tuple(hr.shape)} for image {name}"
-            )
-        self.val_psnr[dataloader_idx].update(sr, hr)
-        self.val_ssim[dataloader_idx].update(sr, hr)
-        return sr
+            return {"scale": float(torch.as_tensor(batch["scale"]).reshape(-1)[0])}
+        if self.val_scales:
+            return {"scale": self.val_scales[dataloader_idx]}
+        return {"scale": batch["hr"].shape[-2] / batch["lr"].shape[-2]}

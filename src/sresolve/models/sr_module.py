@@ -158,9 +158,14 @@ class SRModule(L.LightningModule):
         self.val_ssim.to(self.device)
 
     # ------------------------------------------------------------------ training
+    def train_forward_kwargs(self, batch: Mapping[str, Tensor]) -> dict[str, Any]:
+        """Extra arguments of the network's training call (none for paired SR; per-sample scale and query
+        coordinates for arbitrary-scale networks)."""
+        return {}
+
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         fwd = self.__dict__.get("_train_forward", self.net)
-        sr = fwd(batch["lr"])
+        sr = fwd(batch["lr"], **self.train_forward_kwargs(batch))
         total, parts = self.criterion(sr, batch["hr"])
         if not torch.isfinite(total):
             raise FloatingPointError(
@@ -195,12 +200,19 @@ class SRModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     # ------------------------------------------------------------------ validation / test
+    def eval_forward_kwargs(self, batch: Mapping[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Extra arguments of :meth:`forward` for an evaluation batch (none here; the output scale for
+        arbitrary-scale networks)."""
+        return {}
+
     def _shared_eval(self, batch: Mapping[str, Any], dataloader_idx: int) -> Tensor:
         lr, hr = batch["lr"], batch["hr"]
-        sr = self(lr)
+        kwargs = self.eval_forward_kwargs(batch, dataloader_idx)
+        sr = self(lr, **kwargs)
         if sr.shape != hr.shape:
             name = batch.get("name", ["?"])
-            raise ValueError(f"SR output {tuple(sr.shape)} does not match HR {tuple(hr.shape)} for image {name}")
+            where = f" at x{kwargs['scale']:g}" if "scale" in kwargs else ""
+            raise ValueError(f"SR output {tuple(sr.shape)}{where} does not match HR {tuple(hr.shape)} for image {name}")
         self.val_psnr[dataloader_idx].update(sr, hr)
         self.val_ssim[dataloader_idx].update(sr, hr)
         return sr
