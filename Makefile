@@ -39,6 +39,7 @@ bench: install  ## benchmark scripts (print ratios against in-run references)
 	$(PY) benchmarks/bench_hat.py
 	$(PY) benchmarks/bench_hma.py
 	$(PY) benchmarks/bench_eqsr.py
+	$(PY) benchmarks/bench_amrsr.py
 	$(PY) benchmarks/bench_lam.py
 
 clean:  ## remove outputs

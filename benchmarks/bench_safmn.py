@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from sresolve.analysis.complexity import peak_memory_meter as peak_meter
 from sresolve.archs import create
 
 
@@ -48,34 +47,6 @@ def build_pair(variant: str, scale: int, seed: int = 0) -> dict[str, nn.Module]:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _proc_status_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0  # kB
-    raise RuntimeError(f"{field} not found in /proc/self/status")
-
-
-def peak_meter(device: torch.device | None = None) -> tuple[Callable[[], float], str]:
-    """Start measuring peak memory now; returns ``(growth_mib, method)`` where ``growth_mib()`` is the peak growth since
-    this call in MiB. CUDA: ``max_memory_allocated`` after a reset; CPU: the kernel's RSS high-water mark (VmHWM) reset
-    by writing 5 to ``/proc/self/clear_refs`` (so imports and model building do not hide the measured work), else
-    ``ru_maxrss`` (less precise: it cannot be reset)."""
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        return (lambda: (torch.cuda.max_memory_allocated(device) - base) / 2**20), "cuda_max_allocated"
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before = _proc_status_mib("VmRSS")
-        return (lambda: _proc_status_mib("VmHWM") - before), "VmHWM"
-    except OSError:
-        start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        return (lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 - start), "ru_maxrss"
 
 
 def memory_child(args: argparse.Namespace) -> None:

@@ -26,7 +26,8 @@ RECIPE_KEYS = frozenset(
         "loss",
         "grad_checkpointing_layers",
         "finetune_lr",  # the family's small fine-tuning lr, used by pretrain=finetune (HAT 1e-5, HMA 5e-6)
-        "task",  # how the family trains: "sr" (paired patches, SRModule) or "arbitrary_scale" (EQSR)
+        "task",  # how the family trains: "sr" (paired, SRModule), "arbitrary_scale" (EQSR), "refsr_gan" (AMRSR)
+        "gan",  # reference-based GAN recipe (RefSRGANModule): warm-up, discriminator, adversarial form
     }
 )
 

@@ -88,20 +88,29 @@ def evaluate(
             scale, given = _batch_scale(batch, lr, hr)
             if given:
                 ours.scale = base.scale = scale
-            sr = (
-                upscale(
-                    net,
-                    lr,
-                    scale=scale if given else None,
-                    tile=tile,
-                    overlap=tile_overlap,
-                    max_pixels=max_pixels,
-                    query_tile=query_tile,
-                    tta=tta,
+            if getattr(net, "needs_references", False):  # reference-based SR (AMRSR): the batch's references
+                if "refs" not in batch:
+                    raise ValueError(
+                        f"{key}: {type(net).__name__} needs reference images; use a multi-reference data config "
+                        "(data=cufed5, sun80, samples_multiref, multiref_folder)"
+                    )
+                refs = [[r.to(device) for r in rs] for rs in batch["refs"]]
+                sr = net(lr, refs, names=list(names))  # type: ignore[misc]
+            else:
+                sr = (
+                    upscale(
+                        net,
+                        lr,
+                        scale=scale if given else None,
+                        tile=tile,
+                        overlap=tile_overlap,
+                        max_pixels=max_pixels,
+                        query_tile=query_tile,
+                        tta=tta,
+                    )
+                    if net is not None
+                    else None
                 )
-                if net is not None
-                else None
-            )
             if sr is not None and sr.shape != hr.shape:
                 raise ValueError(f"{key}: SR output {tuple(sr.shape)} does not match HR {tuple(hr.shape)} ({names})")
             bic = bicubic_upscale(lr, scale, tuple(hr.shape[-2:]) if given else None) if bicubic_baseline else None
@@ -214,3 +223,67 @@ def write_results(
             for n, p, s in zip(r.names, r.psnr, r.ssim, strict=True):
                 w.writerow([r.dataset, r.method, f"{sc:g}" if sc is not None else "", n, f"{p:.6f}", f"{s:.6f}"])
     return {"markdown": md, "csv": table, "per_image": per_image}
+
+
+@dataclass
+class StudyRow:
+    """One setting of a study (e.g. ``{"N_M": 2}`` or ``{"N_I": 1, "N_R": 4}``) on one data set: quality, time and
+    peak memory of the whole evaluation."""
+
+    setting: dict[str, Any]
+    dataset: str
+    images: int
+    psnr: float
+    ssim: float
+    seconds_per_image: float
+    peak_mib: float
+    memory_method: str
+
+
+def timed_evaluation(
+    net: nn.Module,
+    loaders: Mapping[str, Iterable[Mapping[str, Any]]],
+    protocol: EvalProtocol,
+    setting: Mapping[str, Any],
+    device: torch.device | str = "cpu",
+    **kwargs: Any,
+) -> list[StudyRow]:
+    """:func:`evaluate` without the bicubic row, timed (wall clock per image, data loading included) and with the peak
+    memory growth of the run (:func:`sresolve.analysis.complexity.peak_memory_meter`: CUDA peak allocated, CPU RSS
+    high-water mark) — the columns of AMRSR's part-based trade-off table (spec B11)."""
+    import time
+
+    from sresolve.analysis.complexity import peak_memory_meter
+
+    device = torch.device(device)
+    growth, method = peak_memory_meter(device)
+    start = time.perf_counter()
+    results = evaluate(net, loaders, protocol, bicubic_baseline=False, device=device, **kwargs)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds, peak = time.perf_counter() - start, growth()
+    n_total = sum(len(r.psnr) for r in results)
+    return [
+        StudyRow(dict(setting), r.dataset, len(r.psnr), r.mean_psnr, r.mean_ssim, seconds / n_total, peak, method)
+        for r in results
+    ]
+
+
+def study_table(rows: list[StudyRow], title: str, protocol: EvalProtocol, extra: str = "", stem: str = "study") -> Any:
+    """Rows = settings × data sets; columns: the setting keys, data set, images, PSNR, SSIM, seconds per image and
+    peak memory (:class:`sresolve.results.Table`, markdown + CSV like every report table)."""
+    from sresolve.results import Table
+
+    keys = list(rows[0].setting) if rows else []
+    columns = [*keys, "Dataset", "Images", "PSNR (dB)", "SSIM", "Time / image (s)", "Peak memory (MiB)"]
+    body = [
+        [*(r.setting[k] for k in keys), r.dataset, r.images, r.psnr, r.ssim, r.seconds_per_image, r.peak_mib]
+        for r in rows
+    ]
+    methods = sorted({r.memory_method for r in rows})
+    notes = [
+        f"Protocol: {protocol.describe()}{'; ' + extra if extra else ''}",
+        f"Time: wall clock of the whole evaluation / images (data loading included). Memory: peak growth during the "
+        f"evaluation ({', '.join(methods)}).",
+    ]
+    return Table(title, columns, body, notes=notes, stem=stem, formats={"Time / image (s)": ".3f"})

@@ -384,22 +384,62 @@ def measure_peak_memory(net: nn.Module, x: Tensor) -> int | None:
     included), under inference mode. CUDA: caching-allocator peak; CPU: profiler memory events; other devices: None.
     Run a warm-up pass first to leave out what a network allocates once per input size and keeps (HAT's shift mask).
     """
-    device = x.device
 
     def run() -> None:
         with torch.inference_mode():
             net(x)
+
+    return peak_allocated_bytes(run, x.device)
+
+
+def peak_allocated_bytes(run: Callable[[], Any], device: torch.device) -> int | None:
+    """Peak bytes allocated on ``device`` while ``run()`` executes, above what was allocated before it. CUDA: the
+    caching allocator's peak; CPU: the profiler's allocation/free events; other devices: None."""
+
+    def synced() -> None:
+        run()
         _sync(device)
 
     if device.type == "cuda":
         _sync(device)
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        run()
+        synced()
         return int(torch.cuda.max_memory_allocated(device) - base)
     if device.type == "cpu":
-        return _cpu_peak_bytes(run)
+        return _cpu_peak_bytes(synced)
     return None
+
+
+def _proc_status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0  # kB
+    raise OSError(f"{field} not found in /proc/self/status")
+
+
+def peak_memory_meter(device: torch.device | None = None) -> tuple[Callable[[], float], str]:
+    """Start measuring peak memory now; returns ``(growth_mib, method)`` where ``growth_mib()`` is the peak growth since
+    this call in MiB. CUDA: ``max_memory_allocated`` after a reset; CPU: the kernel's RSS high-water mark (VmHWM) reset
+    by writing 5 to ``/proc/self/clear_refs`` (so imports and model building do not hide the measured work), else
+    ``ru_maxrss`` (less precise: it cannot be reset). Cheap enough to wrap a whole evaluation, unlike
+    :func:`peak_allocated_bytes` (profiler events)."""
+    import resource
+
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        return (lambda: (torch.cuda.max_memory_allocated(device) - base) / 2**20), "cuda_max_allocated"
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _proc_status_mib("VmRSS")
+        return (lambda: _proc_status_mib("VmHWM") - before), "VmHWM"
+    except OSError:
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        return (lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 - start), "ru_maxrss"
 
 
 def measure_latency(net: nn.Module, x: Tensor, runs: int = 10, warmup: int = 2) -> float:

@@ -46,7 +46,7 @@ __all__ = [
 Detector = Callable[[Mapping[str, Tensor]], "tuple[str, dict[str, Any]] | None"]
 
 # Modules of the package that are infrastructure, not network families.
-_NON_FAMILY_MODULES = frozenset({"registry", "layers"})
+_NON_FAMILY_MODULES = frozenset({"registry", "layers", "vgg"})
 
 
 @dataclass(frozen=True)

@@ -29,15 +29,18 @@ log = logging.getLogger("sresolve.train")
 def build_module(cfg: DictConfig) -> Any:
     """The LightningModule for ``cfg.model`` (network kwargs checked by the registry, errors name ``model.<key>``):
     ``model.task`` ``sr`` (default, paired patches) → :class:`SRModule`; ``arbitrary_scale`` (EQSR) →
-    :class:`ArbitraryScaleSRModule`."""
-    from sresolve.models import ArbitraryScaleSRModule, SRModule
+    :class:`ArbitraryScaleSRModule`; ``refsr_gan`` (AMRSR) → :class:`RefSRGANModule`."""
+    from sresolve.models import ArbitraryScaleSRModule, RefSRGANModule, SRModule
 
     arch, net_kwargs, recipe = split_model_cfg(cfg.model)
     val_cfg = to_dict(cfg.get("val", None)) or {}
     task = str(recipe.get("task", "sr"))
-    modules = {"sr": SRModule, "arbitrary_scale": ArbitraryScaleSRModule}
+    modules = {"sr": SRModule, "arbitrary_scale": ArbitraryScaleSRModule, "refsr_gan": RefSRGANModule}
     if task not in modules:
         raise ConfigError(f"model.task={task!r}: allowed {sorted(modules)}")
+    extra: dict[str, Any] = {}
+    if task == "refsr_gan":  # the discriminator's input is the HR training patch
+        extra = {"gan": recipe.get("gan", {}), "hr_patch_size": 4 * int(cfg.data.lr_patch_size)}
     try:
         return modules[task](
             arch=arch,
@@ -49,8 +52,9 @@ def build_module(cfg: DictConfig) -> Any:
             total_iter=int(recipe["total_iter"]),
             val=val_cfg,
             compile=bool(recipe.get("compile", False)),
+            **extra,
         )
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, FileNotFoundError) as err:  # FileNotFoundError: VGG weights missing
         raise ConfigError(f"model (arch={arch!r}): {err}") from None
 
 

@@ -6,6 +6,7 @@ Examples::
 
     sresolve-upscale input=photos/ output=photos_x4/ weights=SAFMN_DF2K_x4.pth
     sresolve-upscale input=photo.png output=out/ weights=EQSR.pth scale=3.3 scale_code=cell   # arbitrary scale
+    sresolve-upscale input=lr.png output=out/ weights=AMRSR.pth 'refs=[view2.png,view3.png]'  # reference-based
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def run_upscale(cfg: DictConfig) -> list[Path]:
         raise ConfigError(
             f"scale={scale}: {weights.name} is a fixed x{net.scale} network (use arbitrary-scale weights)"
         )
+    refs = _reference_images(cfg, net, device)
     align = int(getattr(net, "tile_align", 8))
     log.info("%s from %s on %s", describe(net), weights, device)
     written = []
@@ -56,6 +58,12 @@ def run_upscale(cfg: DictConfig) -> list[Path]:
         tile = int(cfg.tile) if cfg.tile is not None else auto_tile(h, w, int(cfg.max_pixels), align)
         tiles = num_tiles(h, w, tile, min(int(cfg.tile_overlap), tile - align), align) if tile else 1
         total = (8 if cfg.tta else 1) * tiles
+        if refs is not None:  # reference-based (AMRSR): the matching is part-based already, no tiling
+            with torch.no_grad():
+                sr = net(lr, [refs], names=[path.name]).cpu()
+            write_image(dst / f"{path.stem}{cfg.suffix}.png", sr[0])
+            written.append(dst / f"{path.stem}{cfg.suffix}.png")
+            continue
         with tqdm(total=total, desc=path.name, unit="tile", leave=False, disable=total == 1) as bar, torch.no_grad():
             sr = upscale(
                 net,
@@ -73,6 +81,30 @@ def run_upscale(cfg: DictConfig) -> list[Path]:
         written.append(out)
     print(f"wrote {len(written)} image(s) to {dst}")
     return written
+
+
+def _reference_images(cfg: DictConfig, net: torch.nn.Module, device: torch.device) -> list[torch.Tensor] | None:
+    """``refs=`` (files or one folder) for reference-based networks; an error when missing or not applicable."""
+    from sresolve.config import to_dict
+    from sresolve.data.io import list_images, read_image
+
+    given = to_dict(cfg.get("refs"))
+    if not getattr(net, "needs_references", False):
+        if given:
+            raise ConfigError(f"refs= is for reference-based weights (AMRSR); {type(net).__name__} takes none")
+        return None
+    if not given:
+        raise ConfigError(f"{type(net).__name__} needs reference images: refs=[a.png,b.png] or refs=folder/")
+    paths = [Path(str(p)) for p in (given if isinstance(given, list) else [given])]
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += list_images(p)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ConfigError(f"refs: {str(p)!r} is not an image file or folder")
+    return [read_image(f).to(device) for f in files]
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="infer")

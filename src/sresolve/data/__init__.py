@@ -38,6 +38,12 @@ _EXPORTS: dict[str, str] = {
     "ArbitraryScaleBenchmarkDataset": "arbitrary",
     "ArbitraryScaleSRDataModule": "arbitrary",
     "ArbitraryScaleTrainDataset": "arbitrary",
+    # multi-reference SR (AMRSR)
+    "MultiRefEvalDataset": "multiref",
+    "MultiRefSRDataModule": "multiref",
+    "MultiRefTrainDataset": "multiref",
+    "collate_multiref": "multiref",
+    "materialize_multiref_samples": "multiref",
     # datamodules
     "BENCHMARK_NAMES": "datamodules",
     "BenchmarkDataModule": "datamodules",
@@ -61,15 +67,20 @@ __all__ = [
     "ImageFolderPairDataset",
     "ImageNetSRDataModule",
     "ImageReadError",
+    "MultiRefEvalDataset",
+    "MultiRefSRDataModule",
+    "MultiRefTrainDataset",
     "PairedImageDataset",
     "PairedSRDataModule",
     "SamplesDataModule",
     "ShardedEvalSampler",
     "augment",
+    "collate_multiref",
     "image_size",
     "imresize",
     "list_images",
     "load_sample",
+    "materialize_multiref_samples",
     "materialize_samples",
     "paired_random_crop",
     "pil_bicubic_resize",
@@ -108,6 +119,13 @@ if TYPE_CHECKING:
         read_image_uint8,
         to_uint8,
         write_image,
+    )
+    from sresolve.data.multiref import (
+        MultiRefEvalDataset,
+        MultiRefSRDataModule,
+        MultiRefTrainDataset,
+        collate_multiref,
+        materialize_multiref_samples,
     )
     from sresolve.data.samples import SAMPLE_SPLIT, load_sample, materialize_samples
     from sresolve.data.transforms import augment, paired_random_crop, random_crop

@@ -18,7 +18,7 @@ Conventions (lightning-hydra-template, frameworks spec §4.1; BasicSR keys, §2.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +235,12 @@ def _check_trainer_sampler(dm: L.LightningDataModule, world_size: int) -> None:
 
 
 def _eval_loaders(
-    datasets: Sequence[Dataset], world: int, rank: int, num_workers: int, pin_memory: bool
+    datasets: Sequence[Dataset],
+    world: int,
+    rank: int,
+    num_workers: int,
+    pin_memory: bool,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> list[DataLoader]:
     return [
         DataLoader(
@@ -244,6 +249,7 @@ def _eval_loaders(
             sampler=ShardedEvalSampler(ds, num_replicas=world, rank=rank),  # type: ignore[arg-type]
             num_workers=num_workers,
             pin_memory=pin_memory,
+            collate_fn=collate_fn,
         )
         for ds in datasets
     ]
@@ -270,6 +276,7 @@ def _resumable_train_loader(dm: Any, dataset: Any) -> DataLoader:
         pin_memory=dm._pin(),
         persistent_workers=persistent and dm.num_workers > 0,
         drop_last=True,
+        collate_fn=getattr(dm, "collate_fn", None),
     )
 
 
@@ -291,6 +298,8 @@ class SRDataModuleBase(L.LightningDataModule):
     samples_root: Path | None
     batch_size: int
     per_device_batch_size: int
+    #: batches items (``None``: torch's default collate); multi-reference sets keep their references as lists
+    collate_fn: Callable[[list[Any]], Any] | None = None
 
     def prepare_data(self) -> None:
         """Materialise the embedded sample images when ``samples_root`` is set (runs once per node)."""
@@ -328,13 +337,13 @@ class SRDataModuleBase(L.LightningDataModule):
         if not self.val_sets and self.val_names:
             self.setup("validate")
         world, rank = _world(self)
-        return _eval_loaders(list(self.val_sets.values()), world, rank, self.num_workers, self._pin())
+        return _eval_loaders(list(self.val_sets.values()), world, rank, self.num_workers, self._pin(), self.collate_fn)
 
     def test_dataloader(self) -> list[DataLoader]:
         if not self.test_sets and self.test_names:
             self.setup("test")
         world, rank = _world(self)
-        return _eval_loaders(list(self.test_sets.values()), world, rank, self.num_workers, self._pin())
+        return _eval_loaders(list(self.test_sets.values()), world, rank, self.num_workers, self._pin(), self.collate_fn)
 
 
 class PairedSRDataModule(SRDataModuleBase):

@@ -106,7 +106,42 @@ def _to_float(x: Tensor) -> Tensor:
     return x.to(torch.float32).div_(255.0).contiguous()
 
 
-class PairedImageDataset(Dataset):
+class SeededItems:
+    """Index handling of the training sets whose item is a pure function of ``(index, sample_seed)`` (what
+    :class:`~sresolve.data.samplers.ResumableSampler` yields): ``ds[(i, seed)]``, or ``ds[i]`` with a fresh seed drawn
+    from ``seed``, the worker id, the index and a call counter (plain ``DataLoader`` use). Needs ``seed``, ``_calls``
+    and ``__len__``."""
+
+    seed: int
+    _calls: int
+    __len__: Any  # provided by the dataset
+
+    def _fallback_seed(self, index: int) -> int:
+        info = get_worker_info()
+        worker = info.id + 1 if info is not None else 0
+        self._calls += 1
+        state = np.random.SeedSequence([self.seed, worker, index, self._calls]).generate_state(2, np.uint32)
+        return (int(state[0]) << 31 | int(state[1]) >> 1) & 0x7FFFFFFFFFFFFFFF
+
+    def _parse_index(self, index: object) -> tuple[int, int]:
+        """``(index, sample_seed)``; negative indices count from the end; a missing seed is drawn."""
+        name = type(self).__name__
+        if isinstance(index, (tuple, list)) and len(index) == 2:
+            idx, seed = int(index[0]), int(index[1])
+        elif isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+            idx, seed = int(index), -1
+        else:
+            raise TypeError(f"{name} index must be an int or (index, sample_seed), got {index!r}")
+        if idx < 0:
+            idx += len(self)
+        if not 0 <= idx < len(self):
+            raise IndexError(f"index {idx} out of range for {name} of length {len(self)}")
+        if seed < 0:
+            seed = self._fallback_seed(idx)
+        return idx, seed
+
+
+class PairedImageDataset(SeededItems, Dataset):
     """Random aligned ``(LR, HR)`` training patches from HR folders (BasicSR ``PairedImageDataset`` semantics).
 
     HR images come from one or more folders (DF2K = ``DIV2K_train_HR`` + ``Flickr2K_HR``). The LR side is either
@@ -315,28 +350,6 @@ class PairedImageDataset(Dataset):
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
         return len(self.hr_paths) * self.repeat
-
-    def _fallback_seed(self, index: int) -> int:
-        info = get_worker_info()
-        worker = info.id + 1 if info is not None else 0
-        self._calls += 1
-        state = np.random.SeedSequence([self.seed, worker, index, self._calls]).generate_state(2, np.uint32)
-        return (int(state[0]) << 31 | int(state[1]) >> 1) & 0x7FFFFFFFFFFFFFFF
-
-    def _parse_index(self, index: object) -> tuple[int, int]:
-        if isinstance(index, (tuple, list)) and len(index) == 2:
-            idx, seed = int(index[0]), int(index[1])
-        elif isinstance(index, (int, np.integer)) and not isinstance(index, bool):
-            idx, seed = int(index), -1
-        else:
-            raise TypeError(f"PairedImageDataset index must be an int or (index, sample_seed), got {index!r}")
-        if idx < 0:
-            idx += len(self)
-        if not 0 <= idx < len(self):
-            raise IndexError(f"index {idx} out of range for PairedImageDataset of length {len(self)}")
-        if seed < 0:
-            seed = self._fallback_seed(idx)
-        return idx, seed
 
     def _load_hr(self, i: int) -> np.ndarray:
         return self._hr_cache[i] if self._hr_cache is not None else read_image_uint8(self.hr_paths[i])

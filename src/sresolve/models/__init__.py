@@ -1,7 +1,9 @@
 """LightningModules: one module serves every family that trains as plain paired SR (:class:`SRModule`); arbitrary-scale
-networks (EQSR), which train on per-sample scales and coordinates, use :class:`ArbitraryScaleSRModule`."""
+networks (EQSR), which train on per-sample scales and coordinates, use :class:`ArbitraryScaleSRModule`; reference-based
+networks (AMRSR), trained as a GAN with references in every batch, use :class:`RefSRGANModule`."""
 
 from sresolve.models.arbitrary_module import ArbitraryScaleSRModule
+from sresolve.models.refsr_module import RefSRGANModule
 from sresolve.models.sr_module import SRModule
 
-__all__ = ["ArbitraryScaleSRModule", "SRModule"]
+__all__ = ["ArbitraryScaleSRModule", "RefSRGANModule", "SRModule"]

@@ -143,9 +143,13 @@ class SRModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.hparams.compile:
             # Kept out of the module tree so state-dict keys never carry ``_orig_mod.``.
-            object.__setattr__(self, "_train_forward", torch.compile(self.net))
+            object.__setattr__(self, "_train_forward", torch.compile(self.compile_target()))
         names = getattr(getattr(self.trainer, "datamodule", None), "val_names", None) if self._trainer else None
         self.set_val_names(list(names) if names else ["val"])
+
+    def compile_target(self) -> nn.Module:
+        """What ``compile=True`` compiles for training: the network (subclasses may narrow it)."""
+        return self.net
 
     def set_val_names(self, names: list[str]) -> None:
         """One (PSNR, SSIM) metric pair per validation set."""
