@@ -404,7 +404,7 @@ def test_weight_is_the_winners_max_cosine(similarity: str, projection: str) -> N
     lr, ref = rand_images(19, (1, 3, 12, 12), (3, 48, 48))
     m = matcher(n_ref_parts=4, n_subvectors=4, similarity=similarity, projection=projection)
     out = m(lr, [[ref]])
-    assert 0.0 <= float(out.weight.min()) and float(out.weight.max()) <= 1.0 + 1e-6
+    assert float(out.weight.min()) >= 0.0 and float(out.weight.max()) <= 1.0 + 1e-6
     if projection == "single":  # one winner per position: every subvector comes from it
         x = m.vgg(imresize(lr[0], 4.0).clamp(0, 1)[None])["relu3_1"][0]
         cos = aligned_similarity(x, out.o3[0], 4, "cosine")

@@ -41,6 +41,8 @@ __all__ = ["RefSRGANModule"]
 # Checkpoints are written after the generator step of an iteration (like BasicSR's); Lightning's note about
 # pre-optimisation states under manual optimisation does not apply.
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+# The matcher's frozen VGG stays in eval mode on purpose.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 #: Loss names of ``model.loss`` understood here and their paper weights (B8).
 PAPER_LOSS_WEIGHTS = {"l1": 1.0, "perceptual": 1e-4, "adversarial": 1e-6, "texture": 1e-4}
@@ -172,7 +174,8 @@ class RefSRGANModule(SRModule):
         missing = [k for k in ("lr", "hr", "refs") if k not in batch]
         if missing:
             raise KeyError(f"reference-based training batches need {missing} (use data=samples_multiref / cufed)")
-        g_opt, *d_opt = self.optimizers()  # type: ignore[misc]
+        opts = self.optimizers()
+        g_opt, *d_opt = opts if isinstance(opts, list) else [opts]  # amrsr_l2: the generator's only
         lr, hr = batch["lr"], batch["hr"]
         swapped = self.net.match(lr, batch["refs"], names=batch.get("name"))
         generator = self.__dict__.get("_train_forward", self.net.generator)
