@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,13 @@ def check_int(value: Any, key: str, *, minimum: int = 1, error: type[Exception] 
         what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise error(f"{key} must be {what}, got {value!r}")
     return int(value)
+
+
+def check_choice(value: Any, allowed: Sequence[str], key: str) -> str:
+    """``value`` if it is one of ``allowed``, else ``ValueError("<key> must be one of [...], got <value>")``."""
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
+    return str(value)
 
 
 def check_bool(value: Any, key: str) -> bool:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sresolve.archs.registry import register_arch, register_detector
+from sresolve.ops.refmatch import VGG_LEVELS
 
 __all__ = [
     "AMRSR",
@@ -46,9 +47,7 @@ __all__ = [
 #: negative slope of every LeakyReLU in this file (SRNTT TF generator and discriminator).
 LRELU_SLOPE = 0.2
 #: channels of the swapped VGG-19 maps: ``o3`` relu3_1, ``o2`` relu2_1, ``o1`` relu1_1 (spec B1, B6).
-REF_CHANNELS = (256, 128, 64)
-#: resolution of ``o3``/``o2``/``o1`` (and of their gates) relative to the LR.
-REF_SCALES = (1, 2, 4)
+REF_CHANNELS = tuple(channels for _, channels, _ in VGG_LEVELS)
 #: the generator's only scale factor (spec B6: two pixel-shuffle ×2 stages).
 SCALE = 4
 
@@ -371,13 +370,20 @@ class AMRSR(nn.Module):
         return self.matcher(lr, refs, names=names)
 
     def forward(
-        self, lr: Tensor, refs: Sequence[Sequence[Tensor]] | None = None, *, names: Sequence[str] | None = None
+        self,
+        lr: Tensor,
+        refs: Sequence[Sequence[Tensor]] | None = None,
+        *,
+        names: Sequence[str] | None = None,
+        swapped: Any = None,
     ) -> Tensor:
-        if refs is None:
+        """``swapped``: features already matched (e.g. cached) instead of ``refs``."""
+        if swapped is None and refs is None:
             return self.generator(lr, *zero_references(lr))
-        s = self.match(lr, refs, names)
-        dtype = lr.dtype
-        return self.generator(lr, s.o3.to(dtype), s.o2.to(dtype), s.o1.to(dtype), s.weight.to(dtype))
+        if swapped is None:
+            swapped = self.match(lr, refs, names)
+        s = swapped.to(lr.device, lr.dtype)
+        return self.generator(lr, s.o3, s.o2, s.o1, s.weight)
 
 
 @register_arch(family="amrsr")

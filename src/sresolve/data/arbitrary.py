@@ -57,7 +57,7 @@ from sresolve.data.degradation import imresize, pil_bicubic_resize
 from sresolve.data.io import list_images, read_image, to_uint8
 from sresolve.data.transforms import apply_augment, draw_augment
 from sresolve.ops.coords import axis_centres
-from sresolve.validation import check_bool, check_int
+from sresolve.validation import check_bool, check_choice, check_int
 
 __all__ = [
     "DEGRADATIONS",
@@ -108,9 +108,7 @@ def check_eval_scale(value: Any, key: str = "scale") -> float:
 
 
 def _check_degradation(value: Any, key: str) -> str:
-    if value not in DEGRADATIONS:
-        raise ValueError(f"{key} must be one of {list(DEGRADATIONS)}, got {value!r}")
-    return str(value)
+    return check_choice(value, DEGRADATIONS, key)
 
 
 def _check_scales(value: Any, key: str) -> list[float]:

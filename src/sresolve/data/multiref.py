@@ -62,7 +62,7 @@ from sresolve.data.datasets import SeededItems, _default_threads, _map_threads, 
 from sresolve.data.degradation import modcrop
 from sresolve.data.io import IMAGE_EXTENSIONS, image_size, list_images, read_image_uint8, write_image
 from sresolve.data.transforms import apply_augment, draw_augment
-from sresolve.validation import check_bool, check_int
+from sresolve.validation import check_bool, check_choice, check_int
 
 __all__ = [
     "DISTRACTOR_MODES",
@@ -97,12 +97,6 @@ _FLIPS_OFF = (False, False, False)
 
 
 # ---------------------------------------------------------------------------------------------------- checks
-def _choice(value: Any, allowed: Sequence[str], key: str) -> str:
-    if value not in allowed:
-        raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
-    return str(value)
-
-
 def _layout(value: Any, allowed: Sequence[str], key: str) -> str:
     if value not in allowed:
         raise ValueError(f"{key}: unknown layout {value!r}; allowed layouts: {', '.join(allowed)}")
@@ -331,7 +325,7 @@ class MultiRefEvalDataset(Dataset):
         self.layout = _layout(layout, EVAL_LAYOUTS, "layout")
         self.root = Path(root)
         self.scale = _check_scale(scale, "scale")
-        self.degradation = _choice(degradation, DEGRADATIONS, "degradation")
+        self.degradation = check_choice(degradation, DEGRADATIONS, "degradation")
         self.ref_levels = _check_ref_levels(ref_levels, "ref_levels")
         if self.ref_levels is not None and self.layout != "cufed5":
             raise ValueError(f"ref_levels is a CUFED5 option; layout {self.layout!r} takes the first n_refs references")
@@ -454,9 +448,9 @@ class MultiRefTrainDataset(SeededItems, Dataset):
         self.ref_patch_size = None if ref_patch_size is None else check_int(ref_patch_size, "ref_patch_size")
         if self.ref_patch_size is not None and self.ref_patch_size < self.min_ref_size:
             raise ValueError(f"ref_patch_size={self.ref_patch_size} is smaller than min_ref_size={self.min_ref_size}")
-        self.degradation = _choice(degradation, DEGRADATIONS, "degradation")
-        self.ref_augment = _choice(ref_augment, REF_AUGMENTS, "ref_augment")
-        self.distractors = _choice(distractors, DISTRACTOR_MODES, "distractors")
+        self.degradation = check_choice(degradation, DEGRADATIONS, "degradation")
+        self.ref_augment = check_choice(ref_augment, REF_AUGMENTS, "ref_augment")
+        self.distractors = check_choice(distractors, DISTRACTOR_MODES, "distractors")
         self.use_hflip = check_bool(use_hflip, "use_hflip")
         self.use_rot = check_bool(use_rot, "use_rot")
         self.repeat = check_int(repeat, "repeat")
@@ -897,9 +891,9 @@ class MultiRefSRDataModule(SRDataModuleBase):
             check_bool(persistent_workers, "data.persistent_workers")
         self.persistent_workers = persistent_workers
         self.seed = check_int(seed, "data.seed", minimum=0)
-        self.degradation = _choice(degradation, DEGRADATIONS, "data.degradation")
-        self.ref_augment = _choice(ref_augment, REF_AUGMENTS, "data.ref_augment")
-        self.distractors = _choice(distractors, DISTRACTOR_MODES, "data.distractors")
+        self.degradation = check_choice(degradation, DEGRADATIONS, "data.degradation")
+        self.ref_augment = check_choice(ref_augment, REF_AUGMENTS, "data.ref_augment")
+        self.distractors = check_choice(distractors, DISTRACTOR_MODES, "data.distractors")
         self.min_ref_size = check_int(min_ref_size, "data.min_ref_size")
         self.name = name
         self.samples_root = _path(samples_root, "data.samples_root") if samples_root is not None else None

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from sresolve.data.degradation import imresize
-from sresolve.metrics.protocol import rgb_to_y
+from sresolve.metrics.protocol import gaussian_window, rgb_to_y
 
 __all__ = [
     "MSCN_C",
@@ -87,13 +87,6 @@ _RATIO_GRID: np.ndarray = _GAMMA_2**2 / (_GAMMA_1 * _GAMMA_3)
 _PAIR_SHIFTS: tuple[tuple[int, int], ...] = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
-def _gaussian_kernel_1d(size: int = MSCN_WINDOW, sigma: float = MSCN_SIGMA) -> np.ndarray:
-    """1-D factor of the normalised 2-D Gaussian window (``outer(g, g)`` is MATLAB's ``fspecial('gaussian')``)."""
-    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    g = np.exp(-(x**2) / (2.0 * sigma**2))
-    return g / g.sum()
-
-
 def _filter_replicate(img: np.ndarray, kernel_1d: np.ndarray) -> np.ndarray:
     """Separable filtering with replicate borders, the output the size of ``img`` (MATLAB ``imfilter 'replicate'``)."""
     radius = len(kernel_1d) // 2
@@ -112,7 +105,7 @@ def mscn(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 2:
         raise ValueError(f"mscn expects a 2-D grey image, got shape {y.shape}")
-    kernel = _gaussian_kernel_1d()
+    kernel = gaussian_window(MSCN_WINDOW, MSCN_SIGMA).numpy()  # MATLAB fspecial('gaussian', 7, 7/6), separable
     mu = _filter_replicate(y, kernel)
     sigma = np.sqrt(np.abs(_filter_replicate(y * y, kernel) - mu * mu))
     return (y - mu) / (sigma + MSCN_C), sigma

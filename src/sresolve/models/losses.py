@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sresolve.archs.vgg import VGG19Features
+from sresolve.ops.refmatch import VGG_LEVELS
 
 
 class L1Loss(nn.Module):
@@ -62,7 +63,7 @@ class WeightedLoss(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- AMRSR / SRNTT (B8)
 #: VGG level → resolution of its swapped map relative to the LR (relu3_1 ×1, relu2_1 ×2, relu1_1 ×4; spec B1).
-TEXTURE_LEVEL_SCALES: dict[str, int] = {"relu3_1": 1, "relu2_1": 2, "relu1_1": 4}
+TEXTURE_LEVEL_SCALES: dict[str, int] = {name: factor for name, _, factor in VGG_LEVELS}
 
 
 class PerceptualLoss(nn.Module):

@@ -145,15 +145,10 @@ class RefSRGANModule(SRModule):
         """SR of ``lr`` with its references; with ``cache_key`` (``val.cache_matching``, choice C13) the swapped
         features of an evaluation image are computed once and reused at every later validation (kept on the CPU)."""
         net = self.eval_net
-        if refs is None:
-            return net(lr)
         swapped = self._match_cache.get(cache_key) if cache_key is not None else None
-        if swapped is None:
-            swapped = net.match(lr, refs, names)
-            if cache_key is not None:
-                self._match_cache[cache_key] = swapped.to("cpu")
-        swapped = swapped.to(lr.device, lr.dtype)
-        return net.generator(lr, *swapped.maps(), swapped.weight)
+        if swapped is None and cache_key is not None and refs is not None:
+            swapped = self._match_cache[cache_key] = net.match(lr, refs, names).to("cpu")
+        return net(lr, refs, names=names, swapped=swapped)
 
     def eval_forward_kwargs(self, batch: Mapping[str, Any], dataloader_idx: int) -> dict[str, Any]:
         key = None

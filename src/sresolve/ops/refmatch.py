@@ -78,7 +78,7 @@ class SwappedFeatures:
 
     def as_dict(self) -> dict[str, Tensor]:
         """``{"relu3_1": o3, "relu2_1": o2, "relu1_1": o1}`` (the texture loss's targets, B8)."""
-        return {"relu3_1": self.o3, "relu2_1": self.o2, "relu1_1": self.o1}
+        return {name: m for (name, _, _), m in zip(VGG_LEVELS, self.maps(), strict=True)}
 
     def maps(self) -> tuple[Tensor, Tensor, Tensor]:
         return self.o3, self.o2, self.o1
