@@ -171,6 +171,26 @@ def test_generator_lr_and_config_errors() -> None:
         AMRSRGenerator(n_blocks=(1, 1))
 
 
+def test_network_subvector_division_option() -> None:
+    """Supp. Table 4: ``amrsr(subvector_division=...)`` (config key ``model.subvector_division``) reaches the matcher,
+    the paper's "input only" by default (as in conf/model/amrsr.yaml); a wrong value names the allowed ones."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    from sresolve.archs.amrsr import amrsr
+    from sresolve.config import conf_dir
+
+    tiny = {**SMALL, "vgg_weights": "random"}
+    assert amrsr(**tiny).matcher.subvector_division == "input"
+    assert OmegaConf.load(conf_dir() / "model" / "amrsr.yaml").subvector_division == "input"
+    net = amrsr(**tiny, subvector_division="refs", n_subvectors=8)
+    assert (net.matcher.input_groups, net.matcher.ref_groups) == (1, 8)
+    allowed = "['input', 'none', 'refs', 'both']"
+    with pytest.raises(ValueError, match=re.escape(f"subvector_division='all': allowed {allowed}")):
+        amrsr(**tiny, subvector_division="all")  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------------------------------------ discriminator (B7)
 CHANNELS = (32, 64, 128, 256, 512)
 

@@ -18,10 +18,17 @@ from omegaconf import OmegaConf
 from spandrel.architectures.SAFMN import SAFMN as RefSAFMN
 from torch import nn
 
-from sresolve.archs import arch_defaults, arch_family, create, get_arch, list_archs, register_arch
+from sresolve.archs import arch_defaults, arch_family, create, detect_arch, get_arch, list_archs, register_arch
 from sresolve.archs import registry as registry_mod
-from sresolve.archs.layers import LayerNorm2d, pad_bottom_right, pad_to_min_size, pad_to_multiple
-from sresolve.archs.safmn import SAFMN
+from sresolve.archs.layers import (
+    FrozenBatchNorm2d,
+    L2Norm2d,
+    LayerNorm2d,
+    pad_bottom_right,
+    pad_to_min_size,
+    pad_to_multiple,
+)
+from sresolve.archs.safmn import NORMS, SAFM, SAFMN, make_norm
 
 VARIANTS = {"safmn": (36, 8), "safmn_c48n12": (48, 12), "safmn_l": (128, 16)}
 
@@ -43,6 +50,14 @@ SPEC_MPARAMS = {
     "safmn_l": (5.559, 5.577, 5.601),
 }
 SPEC_NUM_KEYS = {"safmn": 148, "safmn_c48n12": 220, "safmn_l": 292}
+#: The official values of the ablation switches (SAFMN supplement Table 1 / Figures 1-2).
+SWITCH_DEFAULTS = {
+    "safm_levels": 4,
+    "safm_modulation": True,
+    "safm_multiscale": True,
+    "safm_aggregation": True,
+    "norm": "layernorm",
+}
 
 
 def _perturb(model: nn.Module, seed: int = 0, std: float = 0.05) -> nn.Module:
@@ -54,17 +69,30 @@ def _perturb(model: nn.Module, seed: int = 0, std: float = 0.05) -> nn.Module:
     return model
 
 
-def _expected_keys(dim: int, n_blocks: int, ffn_scale: float, scale: int) -> list[tuple[str, tuple[int, ...]]]:
-    """Ordered state-dict (key, shape) list of spec table §3.2."""
-    f, c = int(dim * ffn_scale), dim // 4
+def _expected_keys(
+    dim: int,
+    n_blocks: int,
+    ffn_scale: float,
+    scale: int,
+    levels: int = 4,
+    aggregation: bool = True,
+    norm: str = "layernorm",
+) -> list[tuple[str, tuple[int, ...]]]:
+    """Ordered state-dict (key, shape) list of spec table §3.2 (defaults), and of the ablation variants."""
+    f, c = int(dim * ffn_scale), dim // levels
     keys = [("to_feat.weight", (dim, 3, 3, 3)), ("to_feat.bias", (dim,))]
     for j in range(n_blocks):
         p = f"feats.{j}."
-        keys += [(p + "norm1.weight", (dim,)), (p + "norm1.bias", (dim,))]
-        keys += [(p + "norm2.weight", (dim,)), (p + "norm2.bias", (dim,))]
-        for lv in range(4):
+        for n in ("norm1", "norm2"):
+            if norm in ("layernorm", "batchnorm", "frozen_batchnorm"):
+                keys += [(p + f"{n}.weight", (dim,)), (p + f"{n}.bias", (dim,))]
+            if norm in ("batchnorm", "frozen_batchnorm"):
+                keys += [(p + f"{n}.running_mean", (dim,)), (p + f"{n}.running_var", (dim,))]
+                keys += [(p + f"{n}.num_batches_tracked", ())]
+        for lv in range(levels):
             keys += [(p + f"safm.mfr.{lv}.weight", (c, 1, 3, 3)), (p + f"safm.mfr.{lv}.bias", (c,))]
-        keys += [(p + "safm.aggr.weight", (dim, dim, 1, 1)), (p + "safm.aggr.bias", (dim,))]
+        if aggregation:
+            keys += [(p + "safm.aggr.weight", (dim, dim, 1, 1)), (p + "safm.aggr.bias", (dim,))]
         keys += [(p + "ccm.ccm.0.weight", (f, dim, 3, 3)), (p + "ccm.ccm.0.bias", (f,))]
         keys += [(p + "ccm.ccm.2.weight", (dim, f, 1, 1)), (p + "ccm.ccm.2.bias", (dim,))]
     keys += [("to_img.0.weight", (3 * scale**2, dim, 3, 3)), ("to_img.0.bias", (3 * scale**2,))]
@@ -104,7 +132,7 @@ def test_registry_lists_and_families() -> None:
     assert list_archs("safmn*") == ["safmn", "safmn_c48n12", "safmn_l"]
     assert list_archs("safmn_?") == ["safmn_l"]
     assert all(arch_family(n) == "safmn" for n in list_archs("safmn*"))
-    assert arch_defaults("safmn_l") == {"scale": 4, "dim": 128, "n_blocks": 16, "ffn_scale": 2.0}
+    assert arch_defaults("safmn_l") == {"scale": 4, "dim": 128, "n_blocks": 16, "ffn_scale": 2.0, **SWITCH_DEFAULTS}
     assert get_arch("safmn").module == "sresolve.archs.safmn"
 
 
@@ -244,7 +272,9 @@ def test_registry_unknown_name_lists_registered() -> None:
 
 def test_registry_unknown_kwarg_names_key_and_accepted() -> None:
     with pytest.raises(
-        ValueError, match=r"\['upscale'\].*accepted arguments: \['scale', 'dim', 'n_blocks', 'ffn_scale'\]"
+        ValueError,
+        match=r"\['upscale'\].*accepted arguments: \['scale', 'dim', 'n_blocks', 'ffn_scale', 'safm_levels', "
+        r"'safm_modulation', 'safm_multiscale', 'safm_aggregation', 'norm'\]",
     ):
         create("safmn", upscale=4)
 
@@ -376,3 +406,282 @@ def test_pad_fallbacks_and_helpers() -> None:
         pad_bottom_right(x, 1, 1, "wrap")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="multiple"):
         pad_to_multiple(x, 0)
+
+
+# ------------------------------------------------------------------------------------------------ ablation switches
+# SAFMN supplement Table 1 (safm_levels, safm_modulation, safm_multiscale, safm_aggregation) and Figures 1-2 (norm).
+SWITCH_VARIANTS: list[dict] = [
+    {"safm_levels": 3},
+    {"safm_levels": 2},
+    {"safm_levels": 1},
+    {"safm_modulation": False},
+    {"safm_multiscale": False},
+    {"safm_aggregation": False},
+    {"norm": "batchnorm"},
+    {"norm": "frozen_batchnorm"},
+    {"norm": "l2"},
+    {"norm": "none"},
+    {"safm_levels": 2, "safm_modulation": False, "safm_multiscale": False, "safm_aggregation": False, "norm": "l2"},
+]
+
+#: Parameters of the default ×4 SAFMN (dim 36, 8 blocks) under each switch, computed by hand: a block holds two norms
+#: (2·36 each for LayerNorm / (frozen) BatchNorm, 0 for l2 / none), the depthwise convs of every level (10·36 = 360
+#: whatever the number of levels: ``L · (36/L) · (9 + 1)``), ``aggr`` (36·36 + 36 = 1332) and the CCM
+#: (72·36·9 + 72 + 36·72 + 36 = 26028); stem 1008, tail 15600.
+X4_PARAMS = {
+    "default": 1008 + 8 * (144 + 360 + 1332 + 26028) + 15600,  # 239,520
+    "safm_levels": 239_520,  # levels 1-4 and modulation / multiscale off: the same parameters
+    "safm_aggregation=False": 239_520 - 8 * 1332,  # 228,864
+    "norm=batchnorm": 239_520,  # + 8·2·(36 + 36 + 1) buffer entries, no parameters
+    "norm=l2|none": 239_520 - 8 * 144,  # 238,368
+}
+
+
+def _n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _variant_id(kw: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in kw.items())
+
+
+@pytest.mark.parametrize("kwargs", SWITCH_VARIANTS, ids=_variant_id)
+def test_switches_change_keys_params_and_keep_shapes(kwargs: dict) -> None:
+    model = create("safmn", scale=4, **kwargs)
+    full = {**SWITCH_DEFAULTS, **kwargs}
+    got = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    assert got == _expected_keys(36, 8, 2.0, 4, full["safm_levels"], full["safm_aggregation"], full["norm"])
+    expected = X4_PARAMS["default"]
+    if not full["safm_aggregation"]:
+        expected -= 8 * 1332
+    if full["norm"] in ("l2", "none"):
+        expected -= 8 * 144
+    assert _n_params(model) == expected
+    assert model.switches == kwargs
+    assert all(f"{k}={v!r}" in model.extra_repr() for k, v in kwargs.items())
+    assert bool(list(model.buffers())) == ("batchnorm" in full["norm"])
+    for mode in (model.train(), model.eval()):
+        with torch.set_grad_enabled(mode.training):
+            y = mode(torch.rand(2, 3, 12, 10))
+        assert y.shape == (2, 3, 48, 40) and torch.isfinite(y).all()
+
+
+def test_hand_computed_x4_parameter_table() -> None:
+    assert X4_PARAMS["default"] == 239_520 == PARAM_COUNTS[("safmn", 4)]
+    for levels in (1, 2, 3, 4):
+        assert _n_params(create("safmn", safm_levels=levels)) == X4_PARAMS["safm_levels"]
+    assert _n_params(create("safmn", safm_modulation=False, safm_multiscale=False)) == 239_520
+    assert _n_params(create("safmn", safm_aggregation=False)) == X4_PARAMS["safm_aggregation=False"] == 228_864
+    for norm in ("batchnorm", "frozen_batchnorm"):
+        model = create("safmn", norm=norm)
+        assert _n_params(model) == X4_PARAMS["norm=batchnorm"]
+        assert sum(b.numel() for b in model.buffers()) == 8 * 2 * (36 + 36 + 1)
+    for norm in ("l2", "none"):
+        assert _n_params(create("safmn", norm=norm)) == X4_PARAMS["norm=l2|none"] == 238_368
+
+
+def test_defaults_are_the_official_network() -> None:
+    """Explicit default switches build the same network as no switches: same keys, same outputs, same repr."""
+    a = _perturb(create("safmn", scale=2, n_blocks=2), seed=11).eval()
+    b = create("safmn", scale=2, n_blocks=2, **SWITCH_DEFAULTS).eval()
+    b.load_state_dict(a.state_dict(), strict=True)
+    assert list(a.state_dict()) == list(b.state_dict()) and len(create("safmn").state_dict()) == 148
+    x = torch.rand(1, 3, 16, 12)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+    assert a.switches == {} and a.min_size == 8
+    assert a.extra_repr() == "dim=36, n_blocks=2, ffn_scale=2.0, scale=2"
+    assert all(isinstance(m, LayerNorm2d) for n, m in a.named_modules() if n.endswith(("norm1", "norm2")))
+
+
+def _reference_safm(safm: SAFM, x: torch.Tensor) -> torch.Tensor:
+    """SAFM written out independently (sides divisible by 2^(L-1)): reshape-max pooling, repeat upsampling, explicit
+    grouped convs, then the switches."""
+    b, d, h, w = x.shape
+    c = d // safm.n_levels
+    parts = []
+    for i, conv in enumerate(safm.mfr):
+        xi = x[:, i * c : (i + 1) * c]
+        k = 2**i if safm.multiscale else 1
+        pooled = xi.reshape(b, c, h // k, k, w // k, k).amax(dim=(3, 5))
+        filt = F.conv2d(pooled, conv.weight, conv.bias, padding=1, groups=c)
+        parts.append(filt.repeat_interleave(k, dim=2).repeat_interleave(k, dim=3))
+    cat = torch.cat(parts, dim=1)
+    if safm.aggregation:
+        cat = F.conv2d(cat, safm.aggr.weight, safm.aggr.bias)
+    attn = F.gelu(cat)
+    return attn * x if safm.modulation else attn
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3, 4])
+@pytest.mark.parametrize("modulation", [True, False])
+@pytest.mark.parametrize("multiscale", [True, False])
+@pytest.mark.parametrize("aggregation", [True, False])
+def test_safm_switches_equal_an_independent_computation(
+    levels: int, modulation: bool, multiscale: bool, aggregation: bool
+) -> None:
+    safm = _perturb(SAFM(12, levels, modulation, multiscale, aggregation), seed=levels, std=0.3)
+    x = torch.randn(2, 12, 16, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = _reference_safm(safm, x)
+        y_inf = safm(x)
+    y = safm(x)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+    assert torch.equal(y.detach(), y_inf)  # the inference fast path is exact for every switch
+    assert hasattr(safm, "aggr") == aggregation and len(safm.mfr) == levels
+
+
+def test_one_level_and_single_scale_are_full_resolution_depthwise_convs() -> None:
+    """levels=1: one 3×3 depthwise conv on all channels; multiscale=false: the same, with the per-level convs'
+    weights concatenated (no pooling anywhere, so any size works)."""
+    x = torch.randn(1, 8, 5, 7)
+    one = _perturb(SAFM(8, n_levels=1), seed=1, std=0.3)
+    assert one.mfr[0].weight.shape == (8, 1, 3, 3)
+    dw = F.conv2d(x, one.mfr[0].weight, one.mfr[0].bias, padding=1, groups=8)
+    torch.testing.assert_close(one(x), F.gelu(F.conv2d(dw, one.aggr.weight, one.aggr.bias)) * x)
+    flat = _perturb(SAFM(8, n_levels=4, multiscale=False), seed=2, std=0.3)
+    weight = torch.cat([m.weight for m in flat.mfr])
+    bias = torch.cat([m.bias for m in flat.mfr])
+    dw = F.conv2d(x, weight, bias, padding=1, groups=8)
+    torch.testing.assert_close(flat(x), F.gelu(F.conv2d(dw, flat.aggr.weight, flat.aggr.bias)) * x)
+
+
+@pytest.mark.parametrize("kwargs", SWITCH_VARIANTS, ids=_variant_id)
+@pytest.mark.parametrize("size", [(16, 24), (13, 9), (3, 5)])
+def test_inference_path_bit_identical_for_every_variant(kwargs: dict, size: tuple[int, int]) -> None:
+    model = _perturb(create("safmn", scale=2, dim=12, n_blocks=2, **kwargs), seed=12).eval()
+    x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(13))
+    y_grad = model(x).detach()
+    with torch.inference_mode():
+        y_inf = model(x)
+    assert y_grad.shape == (2, 3, 2 * size[0], 2 * size[1])
+    assert torch.equal(y_grad, y_inf)
+
+
+@pytest.mark.parametrize(("kwargs", "min_size"), [({}, 8), ({"safm_levels": 3}, 4), ({"safm_levels": 2}, 2)])
+def test_min_size_follows_the_levels(kwargs: dict, min_size: int) -> None:
+    """Sides below 2^(levels-1) are replicate-padded to it and cropped; no pyramid (1 level, or multiscale off) → no
+    padding at all."""
+    model = _perturb(create("safmn", scale=2, dim=12, n_blocks=1, **kwargs), seed=14).eval()
+    assert model.min_size == min_size
+    x = torch.rand(1, 3, 1, 3)
+    with torch.no_grad():
+        y = model(x)
+        ref = model(F.pad(x, (0, max(0, min_size - 3), 0, min_size - 1), mode="replicate"))[..., :2, :6]
+    assert torch.equal(y, ref)
+    for flat in ({"safm_levels": 1}, {"safm_multiscale": False}):
+        assert create("safmn", dim=12, **flat).min_size == 1
+
+
+def test_frozen_batchnorm_statistics_never_change() -> None:
+    model = _perturb(create("safmn", scale=2, dim=12, n_blocks=2, norm="frozen_batchnorm"), seed=15).train()
+    norms = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert len(norms) == 4
+    x = torch.rand(4, 3, 12, 12) * 2 + 0.5
+    y_train = model(x)
+    y_train.square().mean().backward()
+    for m in norms:
+        assert torch.equal(m.running_mean, torch.zeros(12)) and torch.equal(m.running_var, torch.ones(12))
+        assert int(m.num_batches_tracked) == 0
+        assert m.weight.grad is not None and m.weight.grad.abs().sum() > 0 and m.bias.grad is not None
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), y_train.detach(), atol=1e-6)  # same statistics in train and eval
+    # the formula, with loaded (non-trivial) statistics; its keys load into / from nn.BatchNorm2d
+    bn = FrozenBatchNorm2d(5)
+    ref = nn.BatchNorm2d(5)
+    _perturb(ref, seed=16, std=0.5)
+    ref.running_mean.normal_()
+    ref.running_var.uniform_(0.5, 2.0)
+    bn.load_state_dict(ref.state_dict(), strict=True)
+    z = torch.randn(3, 5, 4, 4)
+    expected = (z - ref.running_mean[:, None, None]) / torch.sqrt(ref.running_var[:, None, None] + 1e-5)
+    torch.testing.assert_close(bn.train()(z), expected * ref.weight[:, None, None] + ref.bias[:, None, None])
+    # whereas plain batchnorm normalises with batch statistics and updates its running ones
+    plain = create("safmn", scale=2, dim=12, n_blocks=1, norm="batchnorm").train()
+    plain(x)
+    assert not torch.equal(plain.feats[0].norm1.running_mean, torch.zeros(12))
+
+
+def test_l2_norm_gives_unit_channel_norm() -> None:
+    x = torch.randn(2, 12, 5, 6) * 4
+    y = L2Norm2d()(x)
+    torch.testing.assert_close(y.norm(dim=1), torch.ones(2, 5, 6))
+    torch.testing.assert_close(y * x.norm(dim=1, keepdim=True), x)
+    assert not list(L2Norm2d().parameters())
+    model = create("safmn", scale=2, dim=12, n_blocks=1, norm="l2")
+    seen = []
+    model.feats[0].norm2.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    model(torch.rand(1, 3, 8, 8))
+    torch.testing.assert_close(seen[0].norm(dim=1), torch.ones(1, 8, 8))
+    assert isinstance(make_norm("none", 12), nn.Identity) and isinstance(make_norm("batchnorm", 12), nn.BatchNorm2d)
+
+
+def test_every_switch_is_trained() -> None:
+    for kwargs in SWITCH_VARIANTS:
+        model = _perturb(create("safmn", scale=2, dim=12, n_blocks=1, **kwargs), seed=17).train()
+        model(torch.rand(2, 3, 8, 8)).square().mean().backward()
+        for name, p in model.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, (kwargs, name)
+
+
+DETERMINED = [
+    ("safmn", {"safm_levels": 3}),
+    ("safmn", {"safm_levels": 1}),
+    ("safmn", {"safm_aggregation": False}),
+    ("safmn", {"norm": "batchnorm"}),
+    ("safmn", {"norm": "none"}),
+    ("safmn_c48n12", {"safm_levels": 2, "safm_aggregation": False, "norm": "none"}),
+    ("safmn_l", {"norm": "batchnorm", "safm_levels": 2}),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), DETERMINED, ids=lambda v: _variant_id(v) if isinstance(v, dict) else v)
+def test_detector_round_trips_variants_the_keys_determine(name: str, kwargs: dict) -> None:
+    src = create(name, scale=3, **kwargs)
+    sd = src.state_dict()
+    assert detect_arch(sd) == (name, {"scale": 3, **kwargs})
+    rebuilt = create(name, scale=3, **kwargs)
+    rebuilt.load_state_dict(sd, strict=True)
+    # a custom size keeps its explicit arguments next to the switches
+    custom = create("safmn", scale=2, dim=24, n_blocks=2, ffn_scale=1.5, **kwargs)
+    got_name, got = detect_arch(custom.state_dict())  # type: ignore[misc]
+    assert (got_name, got) == ("safmn", {"scale": 2, "dim": 24, "n_blocks": 2, "ffn_scale": 1.5, **kwargs})
+    create(got_name, **got).load_state_dict(custom.state_dict(), strict=True)
+
+
+def test_detector_cannot_tell_parameter_free_switches() -> None:
+    """Documented limits: modulation / multiscale change no key, frozen BN has BatchNorm's keys, l2 has none."""
+    assert detect_arch(create("safmn", safm_modulation=False, safm_multiscale=False).state_dict()) == (
+        "safmn",
+        {"scale": 4},
+    )
+    assert detect_arch(create("safmn", norm="frozen_batchnorm").state_dict()) == (
+        "safmn",
+        {"scale": 4, "norm": "batchnorm"},
+    )
+    assert detect_arch(create("safmn", norm="l2").state_dict()) == ("safmn", {"scale": 4, "norm": "none"})
+
+
+def test_bad_switch_values_give_clear_errors() -> None:
+    with pytest.raises(ValueError, match=r"dim must be a positive multiple of 3 .*safm_levels=3.*got 32"):
+        SAFMN(dim=32, safm_levels=3)
+    with pytest.raises(ValueError, match=r"dim must be a positive multiple of 5.*got 36"):
+        create("safmn", safm_levels=5)
+    with pytest.raises(ValueError, match=r"safm_levels must be an int >= 1, got 0"):
+        create("safmn", safm_levels=0)
+    with pytest.raises(ValueError, match=r"'safm_levels' expects int, got bool True"):
+        create("safmn", safm_levels=True)
+    allowed = r"\['layernorm', 'batchnorm', 'frozen_batchnorm', 'l2', 'none'\]"
+    assert list(NORMS) == ["layernorm", "batchnorm", "frozen_batchnorm", "l2", "none"]
+    with pytest.raises(ValueError, match=r"unknown norm 'groupnorm'; allowed: " + allowed):
+        SAFMN(norm="groupnorm")
+    with pytest.raises(ValueError, match=r"unknown norm 'LayerNorm'; allowed: " + allowed):
+        make_norm("LayerNorm", 8)
+    with pytest.raises(ValueError, match=r"'norm' expects Literal" + allowed[:-2]):
+        create("safmn", norm="groupnorm")
+    with pytest.raises(ValueError, match=r"safm_modulation must be a bool, got str 'yes'"):
+        SAFMN(safm_modulation="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"'safm_aggregation' expects bool, got int 0"):
+        create("safmn", safm_aggregation=0)
+    with pytest.raises(ValueError, match=r"dim=12 must be divisible by n_levels=5"):
+        SAFM(12, n_levels=5)

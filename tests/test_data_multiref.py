@@ -324,13 +324,26 @@ def test_samples_materialisation(samples_root: Path) -> None:
     assert ref_sizes == {"l2r_y070_x210.png": (160, 240), "l2r_y000_x000.png": (160, 160)}  # clipped at the border
     assert image_size(base / "train" / "ref" / "r2l_y140_x560.png") == (160, 181)
     distractors = sorted((base / "distractors").iterdir())
-    assert len(distractors) == 6 and {image_size(p) for p in distractors} == {(160, 200)}
+    assert len(distractors) == 7 and {image_size(p) for p in distractors} == {(160, 200)}  # n_refs up to 8
+    immuno = load_sample("immunohistochemistry")
+    assert np.array_equal(read_image_uint8(base / "distractors" / "immunohistochemistry_tl.png"), immuno[:160, :200])
 
     left, right = load_sample("motorcycle_left"), load_sample("motorcycle_right")
     val = base / "val"
     assert sorted(p.name for p in val.iterdir()) == ["motorcycle_l2r", "motorcycle_r2l"]
     refs = sorted(p.name for p in (val / "motorcycle_l2r" / "refs").iterdir())
-    assert refs == ["00_right.png", "01_astronaut.png", "02_chelsea.png", "03_coffee.png"]  # the true ref first
+    assert refs[:4] == ["00_right.png", "01_astronaut.png", "02_chelsea.png", "03_coffee.png"]  # the true ref first
+    assert refs[4:] == ["04_astronaut_tl.png", "05_chelsea_tl.png", "06_coffee_tl.png", "07_astronaut_br.png"]
+    astronaut = load_sample("astronaut")
+    assert np.array_equal(
+        read_image_uint8(val / "motorcycle_l2r" / "refs" / "01_astronaut.png"), astronaut[232:280, 234:277]
+    )
+    assert np.array_equal(
+        read_image_uint8(val / "motorcycle_r2l" / "refs" / "04_astronaut_tl.png"), astronaut[:48, :43]
+    )
+    assert np.array_equal(
+        read_image_uint8(val / "motorcycle_r2l" / "refs" / "07_astronaut_br.png"), astronaut[-48:, -43:]
+    )
     hr = read_image_uint8(val / "motorcycle_l2r" / "hr.png")
     assert np.array_equal(hr, left[300:348, 200:264])
     assert np.array_equal(read_image_uint8(val / "motorcycle_l2r" / "refs" / "00_right.png"), right[300:348, 120:264])
@@ -371,6 +384,39 @@ def test_samples_rewritten_when_incomplete(tmp_path: Path) -> None:
     assert image_size(hr) == (36, 48)
 
 
+def test_samples_of_an_older_version_are_rewritten(tmp_path: Path) -> None:
+    """A set materialised by version 1 (6 training / 3 validation distractors, manifest version 1) is not taken as
+    complete: the next materialisation (which every ``samples`` dataset runs first) writes version 2 (7 + 7
+    distractors, n_refs up to 8) and keeps the first 4 references as they were."""
+    import json
+
+    root = tmp_path / "samples"
+    dirs = materialize_multiref_samples(root, val_size=(32, 48))
+    refs = dirs["val"] / "motorcycle_l2r" / "refs"
+    first4 = {p.name: read_image_uint8(p) for p in sorted(refs.iterdir())[:4]}
+    manifest = dirs["root"] / "sresolve_multiref.json"
+    old = json.loads(manifest.read_text())
+    assert old["version"] == 2
+    # what version 1 left: no 7th training distractor, no 04-07 validation distractors, a version-1 manifest
+    removed = [*sorted(refs.iterdir())[4:], dirs["distractors"] / "immunohistochemistry_tl.png"]
+    for path in [*removed, dirs["val"] / "motorcycle_r2l" / "refs" / "05_chelsea_tl.png"]:
+        path.unlink()
+    old["version"] = 1
+    old["files"] = {k: v for k, v in old["files"].items() if not k.endswith(("_tl.png", "_br.png"))}
+    manifest.write_text(json.dumps(old))
+    ds = MultiRefEvalDataset("samples", root, n_refs=8)  # the datasets materialise first: the set is rewritten
+    assert json.loads(manifest.read_text())["version"] == 2 and all(p.is_file() for p in removed)
+    assert len(ds[0]["refs"]) == 8 and ds[0]["ref_names"][4:] == [
+        "04_astronaut_tl",
+        "05_chelsea_tl",
+        "06_coffee_tl",
+        "07_astronaut_br",
+    ]
+    assert {p.name: read_image_uint8(p) for p in sorted(refs.iterdir())[:4]}.keys() == first4.keys()
+    for name, img in first4.items():
+        assert np.array_equal(read_image_uint8(refs / name), img)
+
+
 # ---------------------------------------------------------------------------------------------------- data module
 def test_datamodule_on_samples(samples_root: Path) -> None:
     dm = MultiRefSRDataModule(samples_root=samples_root, n_refs=4, lr_patch_size=40, batch_size=4, num_workers=0)
@@ -383,6 +429,7 @@ def test_datamodule_on_samples(samples_root: Path) -> None:
     batch = next(iter(loader))
     assert batch["lr"].shape == (2, 3, 40, 40) and batch["hr"].shape == (2, 3, 160, 160)
     distractor_names = {"rocket", "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel", "logo"}
+    distractor_names.add("immunohistochemistry_tl")
     for name, ref_names, refs in zip(batch["name"], batch["ref_names"], batch["refs"], strict=True):
         assert ref_names[0] == name and set(ref_names[1:]) <= distractor_names and len(refs) == 4
         assert sorted(refs[0].shape[1:]) in ([160, 160], [160, 181], [160, 230], [160, 240])
@@ -405,8 +452,15 @@ def test_datamodule_on_samples(samples_root: Path) -> None:
     dm.set_n_refs(1)
     assert [len(r) for r in next(iter(dm.val_dataloader()[0]))["refs"]] == [1]
     assert dm.eval_n_refs == 1 and dm.train_set is not None and dm.train_set.n_refs == 4  # training unaffected
-    with pytest.raises(ValueError, match=r"sample 'motorcycle_l2r' has 4 reference\(s\).*n_refs=5"):
-        dm.set_n_refs(5)
+    dm.set_n_refs(8)  # supp. Table 3's largest N_M: the stereo view + 7 distractors, the first 4 as with n_refs=4
+    names8 = next(iter(dm.val_dataloader()[0]))["ref_names"][0]
+    assert names8[:4] == ["00_left", "01_astronaut", "02_chelsea", "03_coffee"] and len(names8) == 8
+    with pytest.raises(ValueError, match=r"sample 'motorcycle_l2r' has 8 reference\(s\).*n_refs=9"):
+        dm.set_n_refs(9)
+    dm.train_set.set_n_refs(8)  # training: 1 own + 7 distractors, all of the pool
+    assert sorted(dm.train_set.sample(0, 0)["ref_names"][1:]) == sorted(distractor_names)
+    with pytest.raises(ValueError, match=r"n_refs=9 needs 8 distractor.*only 7"):
+        dm.train_set.set_n_refs(9)
 
 
 def test_datamodule_sets_and_errors(tmp_path: Path, cufed_root: Path) -> None:

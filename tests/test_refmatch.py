@@ -19,6 +19,7 @@ from torch import Tensor
 from sresolve.analysis.complexity import peak_allocated_bytes
 from sresolve.data.degradation import imresize
 from sresolve.ops.refmatch import (
+    SUBVECTOR_DIVISIONS,
     ReferenceMatcher,
     SwappedFeatures,
     input_attention,
@@ -204,8 +205,9 @@ def test_matcher_single_everything_is_srntt(padding: str) -> None:
 def test_key_chunk_is_exact() -> None:
     """B4 (SRNTT filter batches): a running argmax over chunks of 7 key patches gives bit-identical results."""
     lr, r1, r2 = rand_images(6, (1, 3, 12, 11), (3, 48, 52), (3, 40, 45))
-    base = matcher(n_ref_parts=4, n_subvectors=4)(lr, [[r1, r2]])
-    chunked = matcher(n_ref_parts=4, n_subvectors=4, key_chunk=7)(lr, [[r1, r2]])
+    kw = {"n_ref_parts": 4, "n_subvectors": 4, "subvector_division": "both"}
+    base = matcher(**kw)(lr, [[r1, r2]])
+    chunked = matcher(key_chunk=7, **kw)(lr, [[r1, r2]])
     assert_same(base, chunked)
     q, k = (F.relu(t) for t in rand_images(7, (16, 6, 7), (16, 9, 8)))
     for level1 in ("joint", "per_group"):
@@ -240,15 +242,19 @@ def test_level1_per_group_vs_joint() -> None:
 
 
 # --------------------------------------------------------------------------------------------------- 4. streaming
-@pytest.mark.parametrize("projection", ["per_group", "single"])
+@pytest.mark.parametrize(
+    ("division", "projection"),
+    [("input", "per_group"), ("none", "per_group"), ("refs", "per_group"), ("both", "per_group"), ("both", "single")],
+)
 @pytest.mark.parametrize("n_m", [1, 3])
 @pytest.mark.parametrize("n_r", [1, 4])
-def test_stream_equals_batched_argmax(n_r: int, n_m: int, projection: str) -> None:
+def test_stream_equals_batched_argmax(n_r: int, n_m: int, division: str, projection: str) -> None:
     """B3 streaming form: running best over parts (level 2) and references (level 3) equals storing all candidates
-    and one batched argmax, bit for bit (C4 projection per_group and single)."""
+    and one batched argmax, bit for bit, for every subvector division (supp. Table 4) and C4 projection per_group /
+    single (which only matters where levels 2/3 are split)."""
     shapes = [(3, 44, 40), (3, 36, 52), (3, 48, 48)][:n_m]
     lr, *refs = rand_images(10 + n_r + n_m, (1, 3, 12, 10), *shapes)
-    kw = {"n_ref_parts": n_r, "n_subvectors": 4, "projection": projection}
+    kw = {"n_ref_parts": n_r, "n_subvectors": 4, "projection": projection, "subvector_division": division}
     streamed = matcher(stream=True, **kw)(lr, [refs])
     batched = matcher(stream=False, **kw)(lr, [refs])
     assert_same(streamed, batched)
@@ -260,10 +266,11 @@ def test_level3_equals_independent_refatt(projection: str, stream: bool) -> None
     """B5 REFATT at level 3 (N_R = 1, so O^{2,m} is each reference's level-1 output): per subvector j and position the
     candidate with the highest aligned similarity (``ref_attention`` over the stacked candidates, argmax) supplies
     channels j of o3, and the same choice nearest-upsampled ×2/×4 supplies o2/o1 (C4); ``single`` uses one winner per
-    position (mean score over subvectors). W = max_m W_m (C6)."""
+    position (mean score over subvectors). W = max_m W_m (C6). Subvector division ``both`` (supp. Table 4: levels 2/3
+    split into the N_C subvectors)."""
     groups = 4
     lr, *refs = rand_images(11, (1, 3, 10, 12), (3, 40, 44), (3, 36, 36), (3, 48, 40))
-    m = matcher(n_subvectors=groups, projection=projection, stream=stream)
+    m = matcher(n_subvectors=groups, projection=projection, stream=stream, subvector_division="both")
     out = m(lr, [refs])
     cands = [m(lr, [[r]]) for r in refs]  # level-1 outputs of each reference alone
     x = vgg_inputs(m, lr[0], refs[0])[0]
@@ -285,15 +292,16 @@ def test_level3_equals_independent_refatt(projection: str, stream: bool) -> None
 
 
 # --------------------------------------------------------------------------------------------------- 5. hierarchy
+@pytest.mark.parametrize("division", ["input", "both"])
 @pytest.mark.parametrize("n_r", [1, 4])
-def test_true_reference_wins_over_distractors(n_r: int) -> None:
+def test_true_reference_wins_over_distractors(n_r: int, division: str) -> None:
     """B3 levels 1-3 with a reference that is the HR itself (LR = its bicubic ↓4) among noise distractors: level 3
     picks it nearly everywhere, so W rises to ≈ 1 and o3 approaches relu3_1(HR); the order of the references does
-    not matter (no ties here)."""
+    not matter (no ties here). With the paper's division (``input``) and with levels 2/3 split too (``both``)."""
     hr = smooth_image(12, 48, 48)
     lr = imresize(hr, 0.25)[None]  # 12×12, not clamped so that I_LR↑ equals I_ref↓↑ of the true reference
     distractors = rand_images(13, (3, 48, 48), (3, 52, 44), (3, 44, 48))
-    m = matcher(n_ref_parts=n_r, n_subvectors=4)
+    m = matcher(n_ref_parts=n_r, n_subvectors=4, subvector_division=division)
     with_true = m(lr, [[hr, *distractors]])
     true_last = m(lr, [[*distractors, hr]])
     only_true = m(lr, [[hr]])
@@ -315,6 +323,150 @@ def test_true_reference_wins_over_distractors(n_r: int) -> None:
     assert err(with_true.o3) < 0.3 * err(only_distractors.o3)
     same_as_true = (with_true.o3 == only_true.o3).float().mean()
     assert float(same_as_true) > 0.9  # level 3 chose the true reference for > 90% of (subvector, position)
+
+
+# --------------------------------------------------------------------------------------------------- 5b. supp. Table 4
+def whole_vector_refatt(query: Tensor, candidates: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """REFATT without subvectors (B5 with N_C = 1), written independently of the module: per position, the 3×3×C
+    patch of ``query`` against the 3×3×C patch of every candidate *at the same position* (zero padding), cosine over
+    all channels in float64. Returns (winner index h×w, the winner's cosine h×w)."""
+    h, w = query.shape[-2:]
+    q = F.unfold(query[None].double(), 3, padding=1)[0]  # (C·9)×(h·w)
+    q = q / q.norm(dim=0, keepdim=True).clamp_min(1e-12)
+    cos = []
+    for cand in candidates:
+        k = F.unfold(cand[None].double(), 3, padding=1)[0]
+        cos.append((q * (k / k.norm(dim=0, keepdim=True).clamp_min(1e-12))).sum(0).view(h, w))
+    best, win = torch.stack(cos).max(0)
+    return win, best.float()
+
+
+def assemble(win: Tensor, cands: Sequence[Sequence[Tensor]]) -> list[Tensor]:
+    """The three maps taken from candidate ``win[y, x]`` at every relu3_1 position (relu2_1 / relu1_1: the same
+    choice nearest-upsampled ×2 / ×4), all channels together."""
+    out = []
+    for level, (_, ch, f) in enumerate(LEVELS):
+        choice = win.repeat_interleave(f, 0).repeat_interleave(f, 1)
+        want = torch.zeros(ch, *choice.shape)
+        for k, cand in enumerate(cands):
+            want[:, choice == k] = cand[level][:, choice == k]
+        out.append(want)
+    return out
+
+
+def test_division_table_and_groups() -> None:
+    """Supp. Table 4: which levels are split into the N_C subvectors for each ``subvector_division``; ``input``
+    (AMRSR's "input only") is the default; the value shows in the module's repr."""
+    assert SUBVECTOR_DIVISIONS == {
+        "input": (True, False),
+        "none": (False, False),
+        "refs": (False, True),
+        "both": (True, True),
+    }
+    ms = {d: matcher(n_subvectors=8, subvector_division=d) for d in SUBVECTOR_DIVISIONS}
+    assert {d: (m.input_groups, m.ref_groups) for d, m in ms.items()} == {
+        "input": (8, 1),
+        "none": (1, 1),
+        "refs": (1, 8),
+        "both": (8, 8),
+    }
+    assert matcher().subvector_division == "input"
+    assert "subvector_division=refs" in repr(ms["refs"])
+
+
+@pytest.mark.parametrize("n_r", [1, 4])
+def test_division_none_equals_one_subvector(n_r: int) -> None:
+    """``none`` = no split anywhere = ``n_subvectors=1``, bit for bit, whatever N_C, ``level1`` and ``projection``
+    say (they have nothing to act on)."""
+    lr, *refs = rand_images(20, (1, 3, 10, 12), (3, 48, 44), (3, 40, 48))
+    one = matcher(n_ref_parts=n_r, n_subvectors=1, subvector_division="both")(lr, [refs])
+    for n_c, level1, projection in ((4, "joint", "per_group"), (8, "per_group", "single")):
+        none = matcher(
+            n_ref_parts=n_r, n_subvectors=n_c, subvector_division="none", level1=level1, projection=projection
+        )
+        assert_same(none(lr, [refs]), one)
+    for division in ("input", "refs"):  # with N_C = 1 every division is the same computation
+        assert_same(matcher(n_ref_parts=n_r, n_subvectors=1, subvector_division=division)(lr, [refs]), one)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_division_refs_level1_is_one_group_inputatt(padding: str) -> None:
+    """``refs`` (division of the reference vectors only): level 1 is INPUTATT on the whole vector, i.e. the one-group
+    patch match (SRNTT) of :func:`reference_match` pasted by :func:`reference_paste`, and W = its max cosine; the
+    level-1 split of ``input``/``both`` gives other maps. With N_M = N_R = 1 (levels 2/3 skipped) ``refs`` = ``none``
+    and ``input`` = ``both``."""
+    lr, ref = smooth_image(21, 12, 10)[None], smooth_image(22, 40, 44)
+    out = {d: matcher(n_subvectors=4, subvector_division=d, padding=padding)(lr, [[ref]]) for d in SUBVECTOR_DIVISIONS}
+    m = matcher(padding=padding)
+    x, keys, values = vgg_inputs(m, lr[0], ref)
+    one = input_attention(x, keys, 1, padding=padding)
+    index, score = reference_match(x, keys, padding)
+    assert torch.equal(one.index[0], index)
+    for (name, _, f), got in zip(LEVELS, out["refs"].maps(), strict=True):
+        assert torch.equal(got[0], swap_patches(values[name], one.index, one.key_hw, f, padding))
+        want = reference_paste(values[name], index, tuple(keys.shape[-2:]), f, padding)
+        torch.testing.assert_close(got[0], want, atol=1e-4, rtol=1e-4)
+    if padding == "valid":
+        score = F.pad(score[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    torch.testing.assert_close(out["refs"].weight[0, 0], score, atol=1e-5, rtol=0)
+    assert_same(out["refs"], out["none"])
+    assert_same(out["input"], out["both"])
+    assert not torch.equal(out["refs"].o3, out["input"].o3)  # the level-1 split matters here
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_division_input_level3_is_whole_vector_refatt(stream: bool) -> None:
+    """``input`` (AMRSR): level 3 (N_R = 1, N_M = 3) compares the query with every reference's level-1 output on
+    the whole 256-channel vector at the same position and takes all channels of o3/o2/o1 from the one winner
+    (:func:`whole_vector_refatt`, independent); W = max_m W_m = max_m σ¹_m. ``both`` (levels 2/3 split) differs."""
+    lr, *refs = rand_images(11, (1, 3, 10, 12), (3, 40, 44), (3, 36, 36), (3, 48, 40))
+    m = matcher(n_subvectors=4, subvector_division="input", stream=stream)
+    out = m(lr, [refs])
+    cands = [m(lr, [[r]]) for r in refs]  # level-1 outputs of each reference alone (split into 4 subvectors)
+    x = vgg_inputs(m, lr[0], refs[0])[0]
+    win, _ = whole_vector_refatt(x, [c.o3[0] for c in cands])
+    assert len(win.unique()) == 3  # every reference wins somewhere: the test is not vacuous
+    for got, want in zip(out.maps(), assemble(win, [[t[0] for t in c.maps()] for c in cands]), strict=True):
+        assert torch.equal(got[0], want)
+    assert torch.equal(out.weight, torch.stack([c.weight for c in cands]).amax(0))
+    both = matcher(n_subvectors=4, subvector_division="both", stream=stream)(lr, [refs])
+    assert not torch.equal(both.o3, out.o3)
+
+
+def test_division_input_level2_is_whole_vector_refatt() -> None:
+    """``input`` at level 2 (N_R = 4, N_M = 1): the part whose level-1 output (the module's, split into 4 subvectors)
+    is most similar on the whole vector wins all channels at a position, and W_m is that winner's full-vector cosine
+    (= the max over parts of the aligned cosine: ``similarity="cosine"`` ranks by it)."""
+    from sresolve.ops.refmatch import grid_bounds
+
+    lr, ref = rand_images(23, (1, 3, 12, 10), (3, 48, 44))
+    m = matcher(n_ref_parts=4, n_subvectors=4, subvector_division="input")
+    out = m(lr, [[ref]])
+    x = vgg_inputs(m, lr[0], ref)[0]
+    ref_du = imresize(imresize(ref, 0.25), 4.0).clamp(0, 1)
+    cands = []
+    with torch.no_grad():
+        for a0, a1 in grid_bounds(12, 2):
+            for b0, b1 in grid_bounds(11, 2):
+                sl = (slice(None), slice(4 * a0, 4 * a1), slice(4 * b0, 4 * b1))
+                keys = m.vgg(ref_du[sl][None])["relu3_1"][0]
+                values = {k: v[0] for k, v in m.vgg(ref[sl][None]).items()}
+                cands.append(m._level_one(x, keys, values)[0])
+    win, best = whole_vector_refatt(x, [c[0] for c in cands])
+    assert len(win.unique()) >= 2
+    for got, want in zip(out.maps(), assemble(win, cands), strict=True):
+        assert torch.equal(got[0], want)
+    torch.testing.assert_close(out.weight[0, 0], best, atol=1e-5, rtol=0)
+
+
+def test_divisions_differ_with_every_level() -> None:
+    """With N_R = 4 and N_M = 2 (levels 1-3 all run) the four divisions give four different results, W in [0, 1]."""
+    lr, *refs = rand_images(24, (1, 3, 12, 12), (3, 48, 48), (3, 48, 52))
+    outs = {d: matcher(n_ref_parts=4, subvector_division=d)(lr, [refs]) for d in SUBVECTOR_DIVISIONS}
+    o3 = list(outs.values())
+    assert all(not torch.equal(a.o3, b.o3) for i, a in enumerate(o3) for b in o3[i + 1 :])
+    for out in outs.values():
+        assert float(out.weight.min()) >= 0.0 and float(out.weight.max()) <= 1.0 + 1e-6
 
 
 # --------------------------------------------------------------------------------------------------- 6. memory
@@ -375,6 +527,7 @@ def test_errors_name_the_problem() -> None:
         "level1": ("mean", ["joint", "per_group"]),
         "projection": ("all", ["per_group", "single"]),
         "padding": ("reflect", ["same", "valid"]),
+        "subvector_division": ("output", ["input", "none", "refs", "both"]),
     }
     for key, (value, allowed) in bad.items():
         with pytest.raises(ValueError, match=re.escape(f"{key}={value!r}: allowed {allowed}")):
@@ -398,11 +551,12 @@ def test_small_lr_parts_refused_with_the_sample_named() -> None:
 @pytest.mark.parametrize(("similarity", "projection"), [("ref_norm", "per_group"), ("cosine", "single")])
 def test_weight_is_the_winners_max_cosine(similarity: str, projection: str) -> None:
     """B3 step 5 / C3: W_m = max over subvectors of the winning candidate's cosine, in [0, 1], whatever ranks the
-    candidates (the query-unnormalised score of Eq. 1, or the mean over subvectors of ``projection=single``)."""
+    candidates (the query-unnormalised score of Eq. 1, or the mean over subvectors of ``projection=single``); levels
+    2/3 split into subvectors (division ``both``)."""
     from sresolve.ops.refmatch import aligned_similarity
 
     lr, ref = rand_images(19, (1, 3, 12, 12), (3, 48, 48))
-    m = matcher(n_ref_parts=4, n_subvectors=4, similarity=similarity, projection=projection)
+    m = matcher(n_ref_parts=4, n_subvectors=4, similarity=similarity, projection=projection, subvector_division="both")
     out = m(lr, [[ref]])
     assert float(out.weight.min()) >= 0.0 and float(out.weight.max()) <= 1.0 + 1e-6
     if projection == "single":  # one winner per position: every subvector comes from it

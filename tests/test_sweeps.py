@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 import yaml
 
@@ -79,13 +80,27 @@ TINY_HMA.remove("model.squeeze_factor=6")
 def test_hma_module_ablation_sweep_runs_every_variant(
     samples_root: Path, tmp_path: Path, run_cli: Callable[..., Any]
 ) -> None:
-    """Supplement Table 2 as one multirun: FAB x GAB on/off, each job trains a real (tiny) HMA variant."""
-    seen = set()
+    """Supplement Table 2 as one multirun: FAB x GAB on/off, each job trains a real (tiny) HMA variant; the report
+    tool turns the sweep folder into the table, one row per variant with that job's final validation metrics."""
+    from sresolve.cli.report import main
+
+    seen = {}
     for job, saved, psnr in run_sweep(run_cli, "hma_ablation_modules", TINY_HMA, samples_root, tmp_path):
         flags = (saved["model"]["use_fab"], saved["model"]["use_gab"])
-        seen.add(flags)
+        seen[flags] = psnr[-1]
         assert len(psnr) == 1 and psnr[0] > 0
         keys = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
         assert any(".fused_conv." in k for k in keys) == flags[0]
         assert any(".gab.grid_attn." in k for k in keys) == flags[1]
-    assert seen == {(True, True), (True, False), (False, True), (False, False)}
+    assert set(seen) == {(True, True), (True, False), (False, True), (False, False)}
+    assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
+    rows = list(csv.DictReader((tmp_path / "report" / "ablation_hma_ablation_modules.csv").open()))
+    assert [(r["FAB"], r["GAB"]) for r in rows] == [
+        ("true", "true"),
+        ("true", "false"),
+        ("false", "true"),
+        ("false", "false"),
+    ]
+    for r in rows:
+        flags = (r["FAB"] == "true", r["GAB"] == "true")
+        assert float(r["samples PSNR"]) == pytest.approx(seen[flags], abs=1e-4)

@@ -208,11 +208,24 @@ def load_model(
     ``overrides`` set constructor arguments the weights cannot tell, e.g. ``load_model("EQSR.pth",
     scale_code="cell")`` for the official EQSR checkpoints (choice E1) or ``alpha=0.1`` for a HAT ablation model.
 
+    A multi-scale file of multi-related-task pre-training (``body.*`` + ``heads.x<s>.*``) gives the ×``scale`` network
+    (``scale`` override required).
+
     Raises ``ValueError`` when no detector recognises the state dict (listing the families tried and the first keys)
     or when the weights do not fit the inferred network.
     """
+    from sresolve.archs.layers import is_multi_scale_state, multi_scale_head_scales, single_scale_state_dict
+
     sd = load_state_dict(path_or_state_dict, key=key)
     source = str(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) else "<state dict>"
+    if is_multi_scale_state(sd):
+        heads = multi_scale_head_scales(sd)
+        if overrides.get("scale") not in heads:
+            raise ValueError(
+                f"{source} holds one body and heads for x{heads} (multi-related-task pre-training): pass scale=<one "
+                f"of {heads}> or load its net_g_*_x<s> export"
+            )
+        sd = single_scale_state_dict(sd, overrides.pop("scale"))
     found = detect_arch(sd)
     if found is None:
         keys = list(sd)

@@ -1,5 +1,6 @@
-"""Benchmark evaluation: per-image PSNR/SSIM under one :class:`~sresolve.metrics.EvalProtocol`, dataset means,
-and the results table (markdown + CSV) with the protocol printed next to the numbers."""
+"""Benchmark evaluation: per-image PSNR/SSIM under one :class:`~sresolve.metrics.EvalProtocol` (and optionally the
+perceptual LPIPS / NIQE, :class:`~sresolve.metrics.PerceptualMetrics`), dataset means, and the results table
+(markdown + CSV) with the protocol printed next to the numbers."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from sresolve.data.degradation import imresize
-from sresolve.metrics import EvalProtocol
+from sresolve.metrics import EvalProtocol, PerceptualMetrics
 from sresolve.ops.tiling import upscale
 
 
 @dataclass
 class Result:
-    """Mean PSNR/SSIM of one method on one data set, with the per-image values."""
+    """Mean PSNR/SSIM of one method on one data set, with the per-image values; ``lpips`` / ``niqe`` per image when
+    they were computed (empty otherwise)."""
 
     dataset: str
     method: str
@@ -28,6 +30,8 @@ class Result:
     psnr: list[float] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    lpips: list[float] = field(default_factory=list)
+    niqe: list[float] = field(default_factory=list)
 
     @property
     def mean_psnr(self) -> float:
@@ -36,6 +40,27 @@ class Result:
     @property
     def mean_ssim(self) -> float:
         return sum(self.ssim) / len(self.ssim)
+
+    @property
+    def mean_lpips(self) -> float | None:
+        """Mean LPIPS (lower is better), None when not computed."""
+        return sum(self.lpips) / len(self.lpips) if self.lpips else None
+
+    @property
+    def mean_niqe(self) -> float | None:
+        """Mean NIQE of the outputs (lower is better), None when not computed."""
+        return sum(self.niqe) / len(self.niqe) if self.niqe else None
+
+
+#: The optional per-image metrics of :class:`Result`, in column order.
+PERCEPTUAL_COLUMNS: tuple[str, ...] = ("lpips", "niqe")
+_TITLES = {"lpips": "LPIPS", "niqe": "NIQE"}
+
+
+def _perceptual_in(results: Iterable[Result]) -> list[str]:
+    """The perceptual metrics some result carries, in column order."""
+    results = list(results)
+    return [m for m in PERCEPTUAL_COLUMNS if any(getattr(r, m) for r in results)]
 
 
 def bicubic_upscale(lr: Tensor, scale: float, size: tuple[int, int] | None = None) -> Tensor:
@@ -69,8 +94,12 @@ def evaluate(
     tta: bool = False,
     on_image: Callable[[str, str, Tensor, Tensor, Tensor, Tensor | None], None] | None = None,
     dataset_names: Mapping[str, str] | None = None,
+    perceptual: PerceptualMetrics | None = None,
 ) -> list[Result]:
     """Score ``net`` (and the bicubic baseline) on each data set; batches are ``{lr, hr, name}`` with batch size 1.
+
+    With ``perceptual`` the per-image LPIPS (RGB) and NIQE (SR output only) are computed too, after the protocol's
+    8-bit rounding and shave (``protocol.quantize``, ``protocol.crop_border``).
 
     Batches with a ``scale`` entry (arbitrary-scale sets, :mod:`sresolve.data.arbitrary`) are upscaled by that scale
     (the network must be arbitrary-scale, or fixed at that scale) and their results carry it (:func:`scale_table`);
@@ -121,6 +150,10 @@ def evaluate(
                 result.psnr += scores["psnr"].tolist()
                 result.ssim += scores["ssim"].tolist()
                 result.names += list(names)
+                if perceptual:
+                    extra = perceptual.score(out, hr, protocol.crop_border, quantize_inputs=protocol.quantize)
+                    for metric, values in extra.items():
+                        getattr(result, metric).extend(values.tolist())
             if on_image is not None:
                 for i, name in enumerate(names):
                     on_image(
@@ -142,16 +175,27 @@ def evaluate(
 
 
 def results_markdown(results: list[Result], protocol: EvalProtocol, extra: str = "") -> str:
-    """A paper-style table: one row per (data set, method), PSNR (dB) / SSIM, with the protocol underneath."""
+    """A paper-style table: one row per (data set, method), PSNR (dB) / SSIM (+ LPIPS / NIQE when computed, lower is
+    better), with the protocol underneath."""
     per_scale = any(r.scale is not None for r in results)
+    more = _perceptual_in(results)
     head, rule = ("| dataset | scale |", "|---|---:|") if per_scale else ("| dataset |", "|---|")
-    lines = [head + " method | images | PSNR (dB) | SSIM |", rule + "---|---:|---:|---:|"]
+    titles = "".join(f" {_TITLES[m]} ↓ |" for m in more)
+    lines = [
+        head + " method | images | PSNR (dB) | SSIM |" + titles,
+        rule + "---|---:|---:|---:|" + "---:|" * len(more),
+    ]
     for r in results:
         sc = (f" ×{r.scale:g} |" if r.scale is not None else " |") if per_scale else ""
-        lines.append(f"| {r.dataset} |{sc} {r.method} | {len(r.psnr)} | {r.mean_psnr:.4f} | {r.mean_ssim:.4f} |")
+        cells = "".join(f" {_fmt(getattr(r, f'mean_{m}'))} |" for m in more)
+        lines.append(f"| {r.dataset} |{sc} {r.method} | {len(r.psnr)} | {r.mean_psnr:.4f} | {r.mean_ssim:.4f} |{cells}")
     lines.append("")
     lines.append(f"Protocol: {protocol.describe()}{'; ' + extra if extra else ''}")
     return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str = ".4f", missing: str = "–") -> str:
+    return missing if value is None else format(value, spec)
 
 
 def scale_table(
@@ -165,7 +209,18 @@ def scale_table(
     if not any(r.scale is not None for r in results):
         raise ValueError("scale_table: no result carries a scale (evaluate arbitrary-scale data sets)")
     records = [
-        BenchmarkRecord(Path("."), "", r.dataset, r.method, r.scale, r.mean_psnr, r.mean_ssim, len(r.psnr))
+        BenchmarkRecord(
+            Path("."),
+            "",
+            r.dataset,
+            r.method,
+            r.scale,
+            r.mean_psnr,
+            r.mean_ssim,
+            len(r.psnr),
+            lpips=r.mean_lpips,
+            niqe=r.mean_niqe,
+        )
         for r in results
     ]
     table = benchmark_table(records)
@@ -174,7 +229,7 @@ def scale_table(
         value = float(str(s).lstrip("×")) if s not in (None, "?") else None
         if value is not None and not train_range[0] <= value <= train_range[1]:
             row[col] = f"{s} (OOD)"
-    table.title = "Arbitrary-scale results (PSNR dB / SSIM)"
+    table.title = table.title.replace("Benchmark results", "Arbitrary-scale results")  # (PSNR dB / SSIM [/ LPIPS ...])
     table.notes = [
         f"Protocol: {protocol.describe()}{'; ' + extra if extra else ''}",
         f"(OOD): out of distribution, outside the training scales ×{train_range[0]:g}–×{train_range[1]:g}.",
@@ -189,9 +244,10 @@ def write_results(
     extra: str = "",
     scale: float | None = None,
     modcrop: int | None = None,
+    perceptual_note: str = "",
 ) -> dict[str, Path]:
-    """``results.md`` (table), ``results.csv`` (means; with ``scale`` / ``modcrop`` columns when given, read by
-    ``sresolve-report``) and ``per_image.csv``."""
+    """``results.md`` (table), ``results.csv`` (means; ``lpips`` / ``niqe`` columns always, empty when not computed;
+    with ``scale`` / ``modcrop`` columns when given; read by ``sresolve-report``) and ``per_image.csv``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "results.md"
     md.write_text(results_markdown(results, protocol, extra) + "\n")
@@ -200,7 +256,7 @@ def write_results(
         w = csv.writer(f)
         scales = [r.scale if r.scale is not None else scale for r in results]
         tail = [c for c, on in (("scale", any(v is not None for v in scales)), ("modcrop", modcrop is not None)) if on]
-        w.writerow(["dataset", "method", "images", "psnr", "ssim", "protocol", *tail])
+        w.writerow(["dataset", "method", "images", "psnr", "ssim", *PERCEPTUAL_COLUMNS, "protocol", *tail])
         for r, sc in zip(results, scales, strict=True):
             values = {"scale": "" if sc is None else f"{sc:g}", "modcrop": f"{modcrop:g}" if modcrop else ""}
             w.writerow(
@@ -210,18 +266,30 @@ def write_results(
                     len(r.psnr),
                     f"{r.mean_psnr:.6f}",
                     f"{r.mean_ssim:.6f}",
-                    protocol.describe(),
+                    *(_fmt(getattr(r, f"mean_{m}"), ".6f", "") for m in PERCEPTUAL_COLUMNS),
+                    protocol.describe() + (f"; {perceptual_note}" if perceptual_note else ""),
                     *(values[c] for c in tail),
                 ]
             )
     per_image = out_dir / "per_image.csv"
     with per_image.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["dataset", "method", "scale", "image", "psnr", "ssim"])
+        w.writerow(["dataset", "method", "scale", "image", "psnr", "ssim", *PERCEPTUAL_COLUMNS])
         for r in results:
             sc = r.scale if r.scale is not None else scale
-            for n, p, s in zip(r.names, r.psnr, r.ssim, strict=True):
-                w.writerow([r.dataset, r.method, f"{sc:g}" if sc is not None else "", n, f"{p:.6f}", f"{s:.6f}"])
+            columns = [getattr(r, m) or [None] * len(r.names) for m in PERCEPTUAL_COLUMNS]
+            for n, p, s, *more in zip(r.names, r.psnr, r.ssim, *columns, strict=True):
+                w.writerow(
+                    [
+                        r.dataset,
+                        r.method,
+                        f"{sc:g}" if sc is not None else "",
+                        n,
+                        f"{p:.6f}",
+                        f"{s:.6f}",
+                        *(_fmt(v, ".6f", "") for v in more),
+                    ]
+                )
     return {"markdown": md, "csv": table, "per_image": per_image}
 
 

@@ -19,6 +19,15 @@ Strategies (``conf/pretrain/<name>.yaml``, ``pretrain.strategy``):
     (×2 from scratch → ×3 from ×2 → ×2 and ×4 from ×3, spec §2.5). The scale-dependent upsampler (``pretrain.exclude``:
     ``upsample.*`` for HAT/HMA, ``to_img.*`` for SAFMN) is never transferred and keeps its fresh initialisation;
     everything else must match.
+``multi_task``
+    Multi-related-task pre-training (HAT Table 7, after EDT): one body shared by scale-specific pixel-shuffle heads
+    (``pretrain.scales``, default ×2/×3/×4), trained jointly on ImageNet (the same data and 800k schedule as
+    ``imagenet``; :class:`~sresolve.models.MultiTaskSRModule`). Nothing is loaded. Fine-tune to one scale with
+    ``pretrain=finetune`` from its ``net_g_latest.pth`` (the head of the run's scale is selected) or
+    ``net_g_latest_x<s>.pth``.
+
+A multi-scale weights file (``body.*`` + ``heads.x<s>.*``) is read as the single-scale network of the target's scale
+(:func:`~sresolve.archs.layers.single_scale_state_dict`), by every loading strategy.
 
 Loading is never silent: :func:`transfer_weights` compares the file with the network key by key and, unless the key
 matches one of the strategy's ``exclude`` patterns, any key that is missing from the file, unexpected in it or of
@@ -48,7 +57,7 @@ __all__ = [
 ]
 
 #: The options of the ``pretrain`` config group.
-STRATEGIES: tuple[str, ...] = ("none", "imagenet", "finetune", "cross_scale")
+STRATEGIES: tuple[str, ...] = ("none", "imagenet", "finetune", "cross_scale", "multi_task")
 #: Strategies that load a weights file (``pretrain.path`` required).
 _LOADING = frozenset({"finetune", "cross_scale"})
 #: ``pretrain.source_scale`` values that mean "no source": the from-scratch column of the cross-scale table.
@@ -168,8 +177,17 @@ def transfer_weights(
     Returns:
         The :class:`InitReport` (loaded / skipped with shapes / newly initialised keys).
     """
+    from sresolve.archs.layers import is_multi_scale_state, multi_scale_head_scales, single_scale_state_dict
+
     exclude = list(exclude)
     own = net.state_dict()
+    if is_multi_scale_state(state) and not is_multi_scale_state(own):  # a multi-task run's file: body + own head
+        scale = getattr(net, "scale", None)
+        heads = multi_scale_head_scales(state)
+        if scale not in heads:
+            hint = f"{hint} " if hint else ""
+            hint += f"(the multi-scale file has heads for x{heads}, none for x{scale}: its upsampler is not loaded)"
+        state = single_scale_state_dict(state, scale if scale in heads else None)
     report = InitReport(source=source)
     to_load: dict[str, Tensor] = {}
     unexpected, mismatched, missing = [], [], []

@@ -182,13 +182,18 @@ class CrossScaleTable:
 
 
 def _column_title(label: str) -> str:
-    return f"from ×{label[1:]}" if label.startswith("x") and label[1:].isdigit() else label
+    return f"from ×{label[1:]}" if _is_cross_scale_label(label) else label
+
+
+def _is_cross_scale_label(label: str) -> bool:
+    """An :func:`init_label` of a cross-scale initialisation (``x<t>``)."""
+    return label.startswith("x") and label[1:].isdigit()
 
 
 def _column_key(label: str) -> tuple[int, int, str]:
     if label in _COLUMN_ORDER:
         return (0, _COLUMN_ORDER.index(label), label)
-    if label.startswith("x") and label[1:].isdigit():
+    if _is_cross_scale_label(label):
         return (1, int(label[1:]), label)
     return (2, 0, label)
 
@@ -276,6 +281,15 @@ PAPER_KEYS: dict[str, str] = {
     "model.beta": "β (CAB squeeze)",  # HAT Table 10
     "model.use_fab": "FAB",  # HMA supplement Table 2
     "model.use_gab": "GAB",  # HMA supplement Table 2
+    "model.safm_levels": "SAFM scales",  # SAFMN supplement Table 1 (4 = ×1 ×2 ×4 ×8; 1 = ×1 only)
+    "model.safm_modulation": "feature modulation",  # SAFMN supplement Table 1
+    "model.safm_multiscale": "multi-scale representation",  # SAFMN supplement Table 1
+    "model.safm_aggregation": "feature aggregation",  # SAFMN supplement Table 1
+    "model.norm": "normalisation",  # SAFMN supplement Figures 1-2
+    "model.subvector_division": "subvector division",  # AMRSR supplement Table 4
+    "data.n_refs": "references",  # AMRSR supplement Table 3
+    "pretrain": "pre-training",  # HAT Table 7, stage 1 (the pretrain group swept)
+    "pretrain.source": "pre-training",  # HAT Table 7, stage 2 (fine-tuned from the stage-1 job of that strategy)
 }
 
 #: Config keys never reported as "varied" when sweep settings are read from config diffs (paths, names, tags).
@@ -308,7 +322,8 @@ class Table:
         if self.formats.get(column) == "si" and isinstance(value, (int, float)):
             return _si(value)
         if isinstance(value, float):
-            spec = self.formats.get(column) or (".4f" if "ssim" in column.lower() else ".2f")
+            four = any(m in column.lower() for m in ("ssim", "lpips", "niqe"))  # the papers' precision
+            spec = self.formats.get(column) or (".4f" if four else ".2f")
             return format(value, spec)
         if isinstance(value, int):
             return f"{value:,}" if abs(value) >= 10_000 else str(value)
@@ -369,7 +384,8 @@ def scale_text(scale: float | None) -> str:
 # ------------------------------------------------------------------------------------------- sresolve-test results
 @dataclass
 class BenchmarkRecord:
-    """One row of a ``sresolve-test`` ``results.csv``: mean PSNR/SSIM of a method on a data set at a scale."""
+    """One row of a ``sresolve-test`` ``results.csv``: mean PSNR/SSIM of a method on a data set at a scale (and the
+    mean LPIPS / NIQE when the run computed them, else None)."""
 
     path: Path
     run_name: str
@@ -381,6 +397,8 @@ class BenchmarkRecord:
     images: int = 0
     protocol: str = ""
     modcrop: int | None = None
+    lpips: float | None = None
+    niqe: float | None = None
 
 
 def _num(text: Any) -> float | None:
@@ -442,6 +460,8 @@ def read_test_run(run_dir: str | Path) -> list[BenchmarkRecord]:
                 images=int(_num(r.get("images")) or 0),
                 protocol=r.get("protocol") or "",
                 modcrop=int(mc) if mc is not None else modcrop if modcrop is not None else None,
+                lpips=_num(r.get("lpips")),
+                niqe=_num(r.get("niqe")),
             )
         )
     return out
@@ -504,12 +524,15 @@ def _dedupe(records: Iterable[BenchmarkRecord]) -> list[BenchmarkRecord]:
 def benchmark_table(records: Iterable[BenchmarkRecord], datasets: Sequence[str] | None = None) -> Table:
     """Method × data set × scale, the layout of HAT's Table 6 (Chen et al., CVPR 2023; also SAFMN's Table 2 and
     HMA's Table 3): one row per method and scale (grouped by scale, bicubic first), a PSNR / SSIM column pair per
-    data set (Set5, Set14, BSD100, Urban100, Manga109 order); PSNR in dB with 2 decimals, SSIM with 4."""
+    data set (Set5, Set14, BSD100, Urban100, Manga109 order); PSNR in dB with 2 decimals, SSIM with 4. When some run
+    computed them, LPIPS and NIQE columns follow each pair (SAFMN supplement Table 5: PSNR / SSIM / LPIPS / NIQE per
+    data set; lower is better, 4 decimals)."""
     records = list(records)
     labels = _method_labels(records)
     records = _dedupe(records)
     seen = list(dict.fromkeys(r.dataset for r in records))
     sets = list(datasets) if datasets else sorted(seen, key=lambda d: _dataset_key(d, seen))
+    metrics = ["psnr", "ssim", *(m for m in ("lpips", "niqe") if any(getattr(r, m) is not None for r in records))]
     rows_keys: list[tuple[float, int, str]] = []
     cells: dict[tuple[str, float | None, str], BenchmarkRecord] = {}
     order: dict[str, int] = {}
@@ -526,10 +549,11 @@ def benchmark_table(records: Iterable[BenchmarkRecord], datasets: Sequence[str] 
         row: list[Any] = [label, scale_text(s)]
         for d in sets:
             rec = cells.get((label, s, d))
-            row += [rec.psnr, rec.ssim] if rec else [None, None]
+            row += [getattr(rec, m) if rec else None for m in metrics]
         rows.append(row)
-    columns = ["Method", "Scale", *(f"{d} {m}" for d in sets for m in ("PSNR", "SSIM"))]
-    return Table("Benchmark results (PSNR dB / SSIM)", columns, rows, _protocol_notes(records), stem="benchmark")
+    columns = ["Method", "Scale", *(f"{d} {m.upper()}" for d in sets for m in metrics)]
+    title = f"Benchmark results (PSNR dB / {' / '.join(m.upper() for m in metrics[1:])})"
+    return Table(title, columns, rows, _protocol_notes(records), stem="benchmark")
 
 
 def arbitrary_scale_tables(records: Iterable[BenchmarkRecord], metric: str = "psnr") -> list[Table]:
@@ -680,7 +704,8 @@ def ablation_table(
 ) -> Table:
     """An ablation sweep as a table: one row per run (setting), the varied keys (:func:`varied_settings`, paper
     names for HAT Tables 1/2/4/5/10 and HMA supplement Table 2, booleans as ✓/✗) then the validation metrics
-    (default: every per-set ``val/<set>/psnr|ssim`` logged). Rows are sorted by the settings."""
+    (default: every per-set ``val/<set>/psnr|ssim`` logged, and ``val/<set>/lpips|niqe`` when validation computed
+    them). Rows are sorted by the settings."""
     if reduce not in ("last", "best"):
         raise ValueError(f"reduce must be 'last' or 'best', got {reduce!r}")
     runs = list(runs)
@@ -701,9 +726,9 @@ def ablation_table(
 
 
 def metric_title(metric: str) -> str:
-    """``val/Set5/psnr`` → ``Set5 PSNR``, ``val/psnr`` → ``PSNR``; other names unchanged."""
+    """``val/Set5/psnr`` → ``Set5 PSNR``, ``val/psnr`` → ``PSNR`` (also ``lpips``, ``niqe``); others unchanged."""
     parts = metric.split("/")
-    if parts[0] == "val" and parts[-1] in ("psnr", "ssim") and len(parts) in (2, 3):
+    if parts[0] == "val" and parts[-1] in ("psnr", "ssim", "lpips", "niqe") and len(parts) in (2, 3):
         return " ".join([*parts[1:-1], parts[-1].upper()])
     return metric
 
@@ -809,8 +834,9 @@ def build_report(
 
     1. benchmark table (:func:`benchmark_table`) of all ``sresolve-test`` results;
     2. arbitrary-scale tables (:func:`arbitrary_scale_tables`) when a method was tested at two or more scales;
-    3. per multirun sweep: the cross-scale table (:func:`cross_scale_table`, HMA supplement Table 1) when its runs
-       were initialised from other weights, else an ablation table (:func:`ablation_table`);
+    3. per multirun sweep: the cross-scale table (:func:`cross_scale_table`, HMA supplement Table 1) when some of its
+       runs were initialised from another scale (``pretrain=cross_scale``), else an ablation table
+       (:func:`ablation_table`; e.g. HAT Table 7, the pre-training strategies);
     4. one efficiency table per complexity CSV.
     """
     tests: list[BenchmarkRecord] = []
@@ -831,7 +857,7 @@ def build_report(
         if any(len(s) >= 2 for s in per_method.values()):
             tables += arbitrary_scale_tables(tests)
     for _, group in sorted(sweep_groups(runs).items()):
-        if any(r.init != "none" for r in group):
+        if any(_is_cross_scale_label(r.init) for r in group):
             tables.append(cross_scale_as_table(cross_scale_table(group, metric, reduce), group, reduce))
         else:
             tables.append(ablation_table(group, ablation_metrics, reduce))

@@ -406,8 +406,13 @@ def amrsr(
     padding: Literal["same", "valid"] = "same",
     stream: bool = True,
     key_chunk: int | None = None,
+    subvector_division: Literal["input", "none", "refs", "both"] = "input",
 ) -> AMRSR:
     """AMRSR ×4 (spec B2-B6, choices C1-C8, C14): generator keys, then the matcher's N_I, N_R, N_C and C3-C5, C14.
+
+    ``subvector_division`` (supp. Table 4): which feature vectors are split into the N_C subvectors: ``input``
+    (level 1 / INPUTATT only: AMRSR's "input only", the default), ``refs`` (levels 2/3 / REFATT only), ``both`` or
+    ``none``; see :mod:`sresolve.ops.refmatch` for the exact semantics and the weight map in each case.
 
     ``vgg_weights``: torchvision's VGG-19 file, ``"random"`` (tests) or ``None`` (the torch hub cache); a missing
     file stops here with :class:`~sresolve.archs.vgg.VGGWeightsMissing` naming the file and where to put it.
@@ -428,6 +433,7 @@ def amrsr(
         padding=padding,
         stream=stream,
         key_chunk=key_chunk,
+        subvector_division=subvector_division,
     )
     return AMRSR(generator, matcher)
 

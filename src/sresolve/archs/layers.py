@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +28,15 @@ from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "DIV2K_RGB_MEAN",
+    "MULTI_SCALE_BODY",
+    "MULTI_SCALE_HEADS",
     "SHIFT_MASK_VALUE",
     "DropPath",
+    "FrozenBatchNorm2d",
+    "L2Norm2d",
     "LayerNorm2d",
     "Mlp",
+    "MultiScaleHeads",
     "PadMode",
     "ResidualTokenGroup",
     "ShiftMaskCache",
@@ -43,6 +48,8 @@ __all__ = [
     "check_window_transformer_args",
     "crop_to_scale",
     "init_transformer_weights",
+    "is_multi_scale_state",
+    "multi_scale_head_scales",
     "pad_bottom_right",
     "pad_to_min_size",
     "pad_to_multiple",
@@ -50,6 +57,7 @@ __all__ = [
     "relative_bias",
     "relative_position_index",
     "shifted_window_attention",
+    "single_scale_state_dict",
     "upsampler_scale",
     "window_attention",
     "window_partition",
@@ -96,6 +104,41 @@ class LayerNorm2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}"
+
+
+class FrozenBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose statistics are never updated and always used (SAFMN supplement Figures 1-2, "frozen BN").
+
+    ``out = (x - running_mean) / sqrt(running_var + eps) * weight + bias`` in train and eval mode alike: the running
+    statistics keep their initial values (mean 0, var 1) unless a state dict overwrites them, the affine ``weight`` /
+    ``bias`` are ordinary trainable parameters. The state-dict keys equal :class:`torch.nn.BatchNorm2d`'s (weights of
+    one load into the other); ``num_batches_tracked`` stays 0.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__(num_features, eps=eps, momentum=0.0, affine=True, track_running_stats=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input_dim(x)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+class L2Norm2d(nn.Module):
+    """Per-pixel L2 normalisation over the channels of a ``(B, C, H, W)`` tensor, without parameters.
+
+    ``out = x / max(||x[:, :, i, j]||_2, eps)`` (:func:`torch.nn.functional.normalize` over ``dim=1``): every pixel's
+    channel vector has unit Euclidean norm (zero vectors stay zero).
+    """
+
+    def __init__(self, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.eps = float(eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(x, p=2.0, dim=1, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
 
 
 def _pad_index(size: int, pad: int, mode: str, device: torch.device) -> Tensor:
@@ -579,6 +622,11 @@ class WindowTransformerSR(nn.Module):
         return self.norm(t).transpose(1, 2).reshape(b, c, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.reconstruct(x, self.upsample, self.scale)
+
+    def reconstruct(self, x: Tensor, upsample: nn.Module, scale: int) -> Tensor:
+        """The forward pass with a given pixel-shuffle ``upsample`` of factor ``scale`` (:meth:`forward` uses the
+        network's own; :class:`MultiScaleHeads` one head per scale over a shared body)."""
         name = type(self).__name__
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"{name} expects a (B, 3, H, W) tensor, got shape {tuple(x.shape)}")
@@ -590,9 +638,106 @@ class WindowTransformerSR(nn.Module):
         x, (ph, pw) = pad_to_multiple(x, self.window_size, mode=self.pad_mode)
         f0 = self.conv_first(x)
         f = self.conv_after_body(self.forward_features(f0)) + f0
-        y = self.conv_last(self.upsample(self.conv_before_upsample(f)))
+        y = self.conv_last(upsample(self.conv_before_upsample(f)))
         y = y / self.img_range + mean
-        return crop_to_scale(y, h, w, self.scale) if (ph or pw) else y
+        return crop_to_scale(y, h, w, scale) if (ph or pw) else y
+
+
+#: State-dict prefixes of a :class:`MultiScaleHeads` network: the shared body and the per-scale heads ``heads.x<s>.``.
+MULTI_SCALE_BODY, MULTI_SCALE_HEADS = "body.", "heads."
+
+
+class MultiScaleHeads(nn.Module):
+    """Multi-related-task SR network: one body shared by several scales, one pixel-shuffle upsampler per scale
+    (EDT, Li et al. 2021, "multi-related-task pre-training"; the alternative strategy of HAT Table 7).
+
+    Built from one network per scale of a :class:`WindowTransformerSR` family (HAT, HMA; built with identical
+    arguments except ``scale``): the first network's everything-but-``upsample`` is the body (``body.*`` keys, the
+    single-scale network's keys), each network's ``upsample`` becomes ``heads.x<s>.*``. ``forward(x, scale)`` runs the
+    body and the head of ``scale``; :meth:`at_scale` is a fixed-scale view (shared parameters) for the tiled
+    inference path; :func:`single_scale_state_dict` turns the weights into those of the ×s network (what fine-tuning
+    and ``sresolve-test`` load).
+    """
+
+    in_channels: int = 3
+    out_channels: int = 3
+
+    def __init__(self, nets: Mapping[int, nn.Module]) -> None:
+        super().__init__()
+        if len(nets) < 2:
+            raise ValueError(f"multi-related-task training needs at least two scales, got {sorted(nets)}")
+        scales = sorted(int(s) for s in nets)
+        for s in scales:
+            net = nets[s]
+            if not isinstance(net, WindowTransformerSR):
+                raise TypeError(
+                    f"multi-related-task training shares a body between scale-specific upsamplers; it needs a "
+                    f"HAT/HMA-style network with a separate 'upsample', got {type(net).__name__}"
+                )
+            if int(net.scale) != s:
+                raise ValueError(f"the network given for x{s} is a x{net.scale} network")
+        body = nets[scales[0]]
+        heads = {f"x{s}": nets[s].upsample for s in scales}
+        del body.upsample
+        self.body = body
+        self.heads = nn.ModuleDict(heads)
+        self.scales = tuple(scales)
+        self.scale = scales[-1]  # registry contract: an int scale (the largest head)
+        self.tile_align = getattr(body, "tile_align", 1)
+
+    def head(self, scale: int | float) -> nn.Module:
+        key = f"x{int(scale)}" if float(scale).is_integer() else f"x{scale}"
+        if key not in self.heads:
+            raise ValueError(f"this multi-scale network has heads for x{list(self.scales)}, not x{scale:g}")
+        return self.heads[key]
+
+    def forward(self, x: Tensor, scale: int | None = None) -> Tensor:
+        s = self.scale if scale is None else int(scale)
+        return self.body.reconstruct(x, self.head(s), s)
+
+    def at_scale(self, scale: int) -> nn.Module:
+        """A fixed-×``scale`` network sharing this one's parameters (``forward(x)``, ``scale``, ``tile_align``)."""
+        return _ScaleView(self, int(scale))
+
+    def extra_repr(self) -> str:
+        return f"scales={list(self.scales)}"
+
+
+class _ScaleView(nn.Module):
+    """:meth:`MultiScaleHeads.at_scale`: the body and one head as a fixed-scale network (not registered anywhere)."""
+
+    def __init__(self, net: MultiScaleHeads, scale: int) -> None:
+        super().__init__()
+        self.body, self.upsample = net.body, net.head(scale)
+        self.scale, self.tile_align = scale, net.tile_align
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body.reconstruct(x, self.upsample, self.scale)
+
+
+def is_multi_scale_state(state: Mapping[str, Any]) -> bool:
+    """Whether a state dict is a :class:`MultiScaleHeads` network's (``body.*`` and ``heads.x<s>.*`` keys only)."""
+    return (
+        bool(state)
+        and all(k.startswith((MULTI_SCALE_BODY, MULTI_SCALE_HEADS)) for k in state)
+        and any(k.startswith(MULTI_SCALE_HEADS) for k in state)
+    )
+
+
+def multi_scale_head_scales(state: Mapping[str, Any]) -> list[int]:
+    """The scales of the heads in a :class:`MultiScaleHeads` state dict, sorted."""
+    found = {k[len(MULTI_SCALE_HEADS) :].split(".", 1)[0] for k in state if k.startswith(MULTI_SCALE_HEADS)}
+    return sorted(int(h[1:]) for h in found if h[1:].isdigit())
+
+
+def single_scale_state_dict(state: Mapping[str, Tensor], scale: int | None) -> dict[str, Tensor]:
+    """The ×``scale`` network's state dict from a :class:`MultiScaleHeads` one: ``body.k`` → ``k``, ``heads.x<s>.k``
+    → ``upsample.k``. ``scale=None`` (or a scale without a head) keeps the body only, e.g. for a cross-scale
+    initialisation whose upsampler is never transferred."""
+    out = {k[len(MULTI_SCALE_BODY) :]: v for k, v in state.items() if k.startswith(MULTI_SCALE_BODY)}
+    head = f"{MULTI_SCALE_HEADS}x{scale}."
+    out.update({"upsample." + k[len(head) :]: v for k, v in state.items() if scale is not None and k.startswith(head)})
+    return out
 
 
 def upsampler_scale(state_dict: Mapping[str, Tensor], num_feat: int, owner: str, prefix: str = "upsample.") -> int:

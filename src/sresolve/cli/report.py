@@ -3,8 +3,9 @@
 Folders are searched recursively (an ``outputs/`` folder, ``outputs/test``, single runs, sweep folders):
 
 * ``sresolve-test`` runs (``results.csv``) → the benchmark table, method × data set × scale with PSNR / SSIM column
-  pairs (HAT Table 6 layout), and, when a method was tested at several scales, one arbitrary-scale table per data
-  set (rows = methods, columns = scales, Table 3 layout of ArbSR / EQSR);
+  pairs (HAT Table 6 layout; + LPIPS / NIQE columns when the runs computed them, SAFMN supplement Table 5), and,
+  when a method was tested at several scales, one arbitrary-scale table per data set (rows = methods, columns =
+  scales, Table 3 layout of ArbSR / EQSR);
 * training multiruns (``sresolve-train --multirun``; a sweep folder with ``multirun.yaml``) → an ablation table per
   sweep (the swept keys from ``.hydra/overrides.yaml`` → validation metrics; HAT Tables 1/2/4/5/10, HMA supplement
   Table 2), or the cross-scale table (HMA supplement Table 1) for a sweep of pre-trained initialisations;

@@ -13,6 +13,13 @@ Examples::
     sresolve-test model=amrsr data=cufed5 ckpt=AMRSR.pth n_refs=4 'ref_counts=[1,2,4]' \
         'match_parts=[[1,1],[1,4],[1,16],[4,4],[16,16]]'
 
+Perceptual metrics (lower is better; SAFMN supplement Table 5): ``lpips=true`` adds LPIPS (Zhang et al. 2018; RGB,
+after the 8-bit rounding and shave; ``lpips_net=alex|vgg|squeeze``, backbone from the torch hub cache or
+``lpips_backbone=<path>``), ``niqe=true niqe_model=<pristine model .npz/.mat>`` adds NIQE (Mittal et al. 2013) of the
+SR output. A missing backbone or model file skips that metric with one log line; the run goes on::
+
+    sresolve-test model=safmn ckpt=SAFMN_DF2K_x4.pth data=benchmark lpips=true niqe=true niqe_model=niqe_pris_params.npz
+
 Reference-based models (AMRSR) are scored with the RefSR convention (Y channel, no border; ``crop_border=4`` gives
 BasicSR's) on multi-reference data; ``ref_counts`` and ``match_parts`` add the reference-count and N_I/N_R tables
 (PSNR, SSIM, time per image, peak memory).
@@ -39,7 +46,7 @@ def run_test(cfg: DictConfig) -> dict[str, Any]:
     from sresolve.cli._common import describe, load_weights_into, pick_device
     from sresolve.data.io import write_image
     from sresolve.evaluation import evaluate
-    from sresolve.metrics import EvalProtocol
+    from sresolve.metrics import EvalProtocol, perceptual_from_config
     from sresolve.viz import comparison_figure
 
     out_dir = Path(cfg.paths.output_dir)
@@ -86,6 +93,18 @@ def run_test(cfg: DictConfig) -> dict[str, Any]:
     protocol = EvalProtocol(
         crop_border=4 if crop_border == "ceil_scale" else int(crop_border), y_channel=bool(cfg.y_channel)
     )
+    try:  # a missing weights / model file only skips that metric (one log line); wrong values are errors
+        perceptual = perceptual_from_config(
+            lpips=cfg.get("lpips", False),
+            lpips_net=cfg.get("lpips_net", "alex"),
+            lpips_backbone=cfg.get("lpips_backbone"),
+            niqe=cfg.get("niqe", False),
+            niqe_model=cfg.get("niqe_model"),
+            device=device,
+            logger=log,
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     modcrop = getattr(datamodule, "modcrop", None)
     extra = (
         f"EQSR protocol: integer scales MATLAB bicubic, others floor(H/s) LR + round(h*s) HR crop; weights {cfg.ckpt}"
@@ -132,8 +151,9 @@ def run_test(cfg: DictConfig) -> dict[str, Any]:
             tta=tta == "x8",
             on_image=on_image,
             dataset_names=getattr(datamodule, "test_set_of", None),
+            perceptual=perceptual,
         )
-    report = _report(results, out_dir, protocol, extra, net, modcrop, arbitrary)
+    report = _report(results, out_dir, protocol, extra, net, modcrop, arbitrary, perceptual.describe())
     if refsr:
         report["studies"] = _reference_studies(cfg, net, datamodule, protocol, device, out_dir)
     return report
@@ -239,13 +259,22 @@ def _datamodule(cfg: DictConfig, scales: list[float] | None, n_refs: int | None 
 
 
 def _report(
-    results: list[Any], out_dir: Path, protocol: Any, extra: str, net: Any, modcrop: Any, arbitrary: bool
+    results: list[Any],
+    out_dir: Path,
+    protocol: Any,
+    extra: str,
+    net: Any,
+    modcrop: Any,
+    arbitrary: bool,
+    perceptual_note: str = "",
 ) -> dict[str, Any]:
-    """Write results.md / results.csv / per_image.csv (+ scale_table.md for arbitrary scales) and print the table."""
+    """Write results.md / results.csv / per_image.csv (+ scale_table.md for arbitrary scales) and print the table;
+    ``perceptual_note`` (how LPIPS / NIQE were computed) joins the protocol line."""
     from sresolve.checkpoints import atomic_write_text
     from sresolve.evaluation import results_markdown, scale_table, write_results
 
     modcrop_used = int(modcrop) if modcrop is not None else int(net.scale)
+    extra += f"; {perceptual_note}" if perceptual_note else ""
     paths = write_results(
         results,
         out_dir,
@@ -253,6 +282,7 @@ def _report(
         extra,
         scale=None if arbitrary else int(net.scale),
         modcrop=None if arbitrary else modcrop_used,
+        perceptual_note=perceptual_note,
     )
     if arbitrary:
         table = scale_table(results, protocol, extra)

@@ -29,18 +29,26 @@ log = logging.getLogger("sresolve.train")
 def build_module(cfg: DictConfig) -> Any:
     """The LightningModule for ``cfg.model`` (network kwargs checked by the registry, errors name ``model.<key>``):
     ``model.task`` ``sr`` (default, paired patches) → :class:`SRModule`; ``arbitrary_scale`` (EQSR) →
-    :class:`ArbitraryScaleSRModule`; ``refsr_gan`` (AMRSR) → :class:`RefSRGANModule`."""
-    from sresolve.models import ArbitraryScaleSRModule, RefSRGANModule, SRModule
+    :class:`ArbitraryScaleSRModule`; ``refsr_gan`` (AMRSR) → :class:`RefSRGANModule`; ``multi_task``
+    (``pretrain=multi_task``) → :class:`MultiTaskSRModule`."""
+    from sresolve.models import ArbitraryScaleSRModule, MultiTaskSRModule, RefSRGANModule, SRModule
 
     arch, net_kwargs, recipe = split_model_cfg(cfg.model)
     val_cfg = to_dict(cfg.get("val", None)) or {}
     task = str(recipe.get("task", "sr"))
-    modules = {"sr": SRModule, "arbitrary_scale": ArbitraryScaleSRModule, "refsr_gan": RefSRGANModule}
+    modules = {
+        "sr": SRModule,
+        "arbitrary_scale": ArbitraryScaleSRModule,
+        "refsr_gan": RefSRGANModule,
+        "multi_task": MultiTaskSRModule,
+    }
     if task not in modules:
         raise ConfigError(f"model.task={task!r}: allowed {sorted(modules)}")
     extra: dict[str, Any] = {}
     if task == "refsr_gan":  # the discriminator's input is the HR training patch
         extra = {"gan": recipe.get("gan", {}), "hr_patch_size": 4 * int(cfg.data.lr_patch_size)}
+    if task == "multi_task":  # pretrain=multi_task: one head per scale of pretrain.scales
+        extra = {"scales": list(to_dict(cfg.pretrain.get("scales") or ()))}
     try:
         return modules[task](
             arch=arch,

@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     # datasets
     "BenchmarkDataset": "datasets",
     "ImageFolderPairDataset": "datasets",
+    "MultiScalePairedDataset": "datasets",
     "PairedImageDataset": "datasets",
     # degradation
     "imresize": "degradation",
@@ -70,6 +71,7 @@ __all__ = [
     "MultiRefEvalDataset",
     "MultiRefSRDataModule",
     "MultiRefTrainDataset",
+    "MultiScalePairedDataset",
     "PairedImageDataset",
     "PairedSRDataModule",
     "SamplesDataModule",
@@ -108,7 +110,12 @@ if TYPE_CHECKING:
         ShardedEvalSampler,
         samples_datamodule,
     )
-    from sresolve.data.datasets import BenchmarkDataset, ImageFolderPairDataset, PairedImageDataset
+    from sresolve.data.datasets import (
+        BenchmarkDataset,
+        ImageFolderPairDataset,
+        MultiScalePairedDataset,
+        PairedImageDataset,
+    )
     from sresolve.data.degradation import imresize, pil_bicubic_resize
     from sresolve.data.io import (
         IMAGE_EXTENSIONS,

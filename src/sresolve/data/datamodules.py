@@ -26,7 +26,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from sresolve.data.datasets import BenchmarkDataset, PairedImageDataset
+from sresolve.data.datasets import BenchmarkDataset, MultiScalePairedDataset, PairedImageDataset
 from sresolve.validation import check_bool, check_int
 
 __all__ = [
@@ -366,6 +366,10 @@ class PairedSRDataModule(SRDataModuleBase):
         samples_root: materialise the embedded sample images there (in :meth:`prepare_data`) and use
             ``<root>/train/HR`` / ``{"samples": <root>/val/HR}`` for ``train``/``val`` left at ``None``.
         name: a label (the Hydra config's ``data.name``); not used for loading.
+        scales: multi-related-task pre-training (``pretrain=multi_task``, HAT Table 7): the training items hold one
+            pair per scale (:class:`~sresolve.data.datasets.MultiScalePairedDataset`) and every validation set is
+            evaluated at each scale: under its own name at ``scale`` (which must be one of ``scales``), as
+            ``<name>_x<s>`` at the others (``val_scales`` lists the scale of each loader). ``None``: one scale.
 
     Attributes (after :meth:`setup`): ``train_set``, ``val_sets``, ``test_sets``, ``per_device_batch_size``.
     """
@@ -384,9 +388,11 @@ class PairedSRDataModule(SRDataModuleBase):
         test: Mapping[str, Any] | None = None,
         samples_root: str | os.PathLike[str] | None = None,
         name: str | None = None,
+        scales: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.scale = _pos_int(scale, "data.scale")
+        self.scales = _multi_scales(scales, self.scale)
         self.lr_patch_size = _pos_int(lr_patch_size, "data.lr_patch_size")
         self.batch_size = _pos_int(batch_size, "data.batch_size")
         self.num_workers = _nonneg_int(num_workers, "data.num_workers")
@@ -405,25 +411,56 @@ class PairedSRDataModule(SRDataModuleBase):
         self.train_spec = _train_spec(train) if train is not None else None
         self.val_specs = _eval_specs(val, "data.val")
         self.test_specs = _eval_specs(test, "data.test") if test is not None else dict(self.val_specs)
-        self.val_names: list[str] = list(self.val_specs)
-        self.test_names: list[str] = list(self.test_specs)
+        self.val_names, self.val_scales = self._per_scale(list(self.val_specs))
+        self.test_names, self.test_scales = self._per_scale(list(self.test_specs))
         self.train_set: PairedImageDataset | None = None
         self.val_sets: dict[str, BenchmarkDataset] = {}
         self.test_sets: dict[str, BenchmarkDataset] = {}
         self.per_device_batch_size = self.batch_size
+
+    def _per_scale(self, names: list[str]) -> tuple[list[str], list[int]]:
+        """Loader names and scales: the sets at ``scale``, then (multi-scale) each set at the other scales."""
+        pairs = [(n, self.scale) for n in names]
+        pairs += [(f"{n}_x{s}", s) for s in self.scales or () if s != self.scale for n in names]
+        return [n for n, _ in pairs], [s for _, s in pairs]
+
+    def _eval_sets(self, specs: Mapping[str, dict[str, Any]]) -> dict[str, BenchmarkDataset]:
+        names, scales = self._per_scale(list(specs))
+        sets = list(specs.values()) * (len(names) // max(len(specs), 1))
+        return {n: BenchmarkDataset(scale=s, name=n, **spec) for n, s, spec in zip(names, scales, sets, strict=True)}
 
     # ------------------------------------------------------------------ lightning hooks
     def setup(self, stage: str | None = None) -> None:
         world = self._setup_world()
         if stage in (None, "fit") and self.train_spec is not None and self.train_set is None:
             _check_trainer_sampler(self, world)
-            self.train_set = PairedImageDataset(
-                scale=self.scale, lr_patch_size=self.lr_patch_size, seed=self.seed, **self.train_spec
+            common = {"lr_patch_size": self.lr_patch_size, "seed": self.seed, **self.train_spec}
+            self.train_set = (
+                MultiScalePairedDataset(scales=self.scales, **common)
+                if self.scales
+                else PairedImageDataset(scale=self.scale, **common)
             )
         if stage in (None, "fit", "validate") and not self.val_sets:
-            self.val_sets = {n: BenchmarkDataset(scale=self.scale, name=n, **s) for n, s in self.val_specs.items()}
+            self.val_sets = self._eval_sets(self.val_specs)
         if stage in (None, "test") and not self.test_sets:
-            self.test_sets = {n: BenchmarkDataset(scale=self.scale, name=n, **s) for n, s in self.test_specs.items()}
+            self.test_sets = self._eval_sets(self.test_specs)
+
+
+def _multi_scales(scales: Sequence[int] | None, scale: int) -> tuple[int, ...] | None:
+    """``data.scales`` checked: None, or at least two different positive ints that include ``data.scale``."""
+    if scales is None:
+        return None
+    if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence):
+        raise ValueError(f"data.scales must be a list of scales such as [2, 3, 4], got {scales!r}")
+    values = tuple(_pos_int(s, "data.scales") for s in scales)
+    if len(values) < 2 or len(set(values)) != len(values):
+        raise ValueError(f"data.scales must list at least two different scales, got {list(values)}")
+    if scale not in values:
+        raise ValueError(
+            f"data.scale={scale} (the target scale, validated under the plain set names) must be one of "
+            f"data.scales={list(values)}"
+        )
+    return tuple(sorted(values))
 
 
 class SamplesDataModule(PairedSRDataModule):
@@ -480,6 +517,7 @@ class ImageNetSRDataModule(PairedSRDataModule):
         lr_quantize: bool = True,
         test: Mapping[str, Any] | None = None,
         name: str | None = "imagenet",
+        scales: Sequence[int] | None = None,
     ) -> None:
         root_dir = _path(root, "data.root")
         self.root = root_dir / "train" if (root_dir / "train").is_dir() else root_dir
@@ -505,6 +543,7 @@ class ImageNetSRDataModule(PairedSRDataModule):
             seed=seed,
             test=test,
             name=name,
+            scales=scales,
         )
 
 

@@ -33,6 +33,7 @@ from sresolve.validation import check_int
 __all__ = [
     "BenchmarkDataset",
     "ImageFolderPairDataset",
+    "MultiScalePairedDataset",
     "PairedImageDataset",
     "benchmark_set_name",
     "find_lr_file",
@@ -360,12 +361,15 @@ class PairedImageDataset(SeededItems, Dataset):
 
     def sample(self, image_index: int, sample_seed: int) -> dict[str, Any]:
         """The training item for HR image ``image_index`` drawn with the generator seeded by ``sample_seed``."""
+        return self._draw(image_index, torch.Generator().manual_seed(int(sample_seed)), self.scale)
+
+    def _draw(self, image_index: int, gen: torch.Generator, s: int) -> dict[str, Any]:
+        """One ``(LR, HR)`` patch pair of HR image ``image_index`` at scale ``s`` drawn with ``gen`` (LR files only
+        at the dataset's own scale)."""
         from sresolve.data.degradation import bicubic_degrade, imresize
 
-        gen = torch.Generator().manual_seed(int(sample_seed))
         hr_path = self.hr_paths[image_index]
         hr_img = self._load_hr(image_index)
-        s = self.scale
         if self.lr_paths is not None:
             lr_img = self._load_lr(image_index)
             hr_np, lr_np = paired_random_crop(
@@ -388,6 +392,31 @@ class PairedImageDataset(SeededItems, Dataset):
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
         idx, seed = self._parse_index(index)
         return self.sample(idx % len(self.hr_paths), seed)
+
+
+class MultiScalePairedDataset(PairedImageDataset):
+    """Training items of multi-related-task pre-training (EDT; HAT Table 7): one ``(LR, HR)`` pair per scale of
+    ``scales`` from the same HR image, ``{"x2": {"lr", "hr"}, "x3": ..., "x4": ...}``.
+
+    Every scale has an ``lr_patch_size`` LR patch (HR ``lr_patch_size * s``) cut at its own random position with its
+    own flips, drawn from one generator seeded by the sample seed (the item is a pure function of ``(index, seed)``
+    like :class:`PairedImageDataset`, which this extends: same folders, cache and size checks, done for the largest
+    scale). LR made on the fly only (LR folders exist per scale; ``lr_dirs`` is refused).
+    """
+
+    def __init__(self, scales: Sequence[int], **kwargs: Any) -> None:
+        scales = [_positive_int(s, "scales") for s in scales]
+        if len(scales) < 2 or len(set(scales)) != len(scales):
+            raise ValueError(f"scales must list at least two different scales, got {scales}")
+        if kwargs.get("lr_dirs") is not None:
+            raise ValueError("multi-scale training makes the LR on the fly; lr_dirs (LR files of one scale) is refused")
+        kwargs.pop("scale", None)
+        super().__init__(scale=max(scales), **kwargs)
+        self.scales = tuple(sorted(scales))
+
+    def sample(self, image_index: int, sample_seed: int) -> dict[str, Any]:
+        gen = torch.Generator().manual_seed(int(sample_seed))
+        return {f"x{s}": self._draw(image_index, gen, s) for s in self.scales}
 
     def __repr__(self) -> str:
         return (

@@ -612,7 +612,9 @@ def collate_multiref(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------- samples
 _MULTIREF_DIR = "multiref"
 _MANIFEST = "sresolve_multiref.json"
-_MANIFEST_VERSION = 1
+#: 2: 7 training distractors and 7 validation distractors (N_M up to 8, supp. Table 3); 1 had 6 and 3. A set written
+#: by another version is rewritten whole on the next materialisation (the first 4 references of version 1 are kept).
+_MANIFEST_VERSION = 2
 _TILE = 160  # training HR tile side (SRNTT/CUFED: 160x160)
 _TILE_STRIDE = 70
 _TRAIN_ROWS = 300  # training tiles come from rows [0, 300); validation from rows [300, 300 + height)
@@ -620,8 +622,27 @@ _DISPARITY_MARGIN = 80  # the stereo disparity is about 0..70 px: a point at col
 _VAL_LEFT_COL = 200  # left-to-right validation HR starts at this column of the left view
 _VAL_RIGHT_COL = 120  # right-to-left validation HR starts at this column of the right view
 _DISTRACTOR_SIZE = (160, 200)
-_TRAIN_DISTRACTORS = ("rocket", "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel", "logo")
-_VAL_DISTRACTORS = ("astronaut", "chelsea", "coffee")
+#: training distractors: (image, crop) -> ``distractors/<image>[_<crop>].png``; crops: centre, tl (top-left), br.
+_TRAIN_DISTRACTORS = (
+    ("rocket", "centre"),
+    ("hubble_deep_field", "centre"),
+    ("immunohistochemistry", "centre"),
+    ("retina", "centre"),
+    ("colorwheel", "centre"),
+    ("logo", "centre"),
+    ("immunohistochemistry", "tl"),  # the 7th, so that n_refs = 8 (1 own + 7) can be trained (version 2)
+)
+#: validation distractors, in reference order 01.. (after the true ``00_`` view): the first three are those of
+#: version 1 (so ``n_refs <= 4`` sees the same references), 04-07 are further crops of the validation photographs.
+_VAL_DISTRACTORS = (
+    ("astronaut", "centre"),
+    ("chelsea", "centre"),
+    ("coffee", "centre"),
+    ("astronaut", "tl"),
+    ("chelsea", "tl"),
+    ("coffee", "tl"),
+    ("astronaut", "br"),
+)
 _IMAGE_HEIGHT, _IMAGE_WIDTH = 500, 741  # the Middlebury motorcycle views of scikit-image
 _DEFAULT_VAL_SIZE = (192, 384)
 
@@ -630,6 +651,19 @@ def _centre_crop(img: np.ndarray, height: int, width: int) -> np.ndarray:
     h, w = img.shape[:2]
     top, left = (h - height) // 2, (w - width) // 2
     return img[top : top + height, left : left + width]
+
+
+def _crop(img: np.ndarray, height: int, width: int, where: str) -> np.ndarray:
+    """A ``height × width`` crop at the centre, the top-left (``"tl"``) or the bottom-right (``"br"``) corner."""
+    h, w = img.shape[:2]
+    if where == "centre":
+        return _centre_crop(img, height, width)
+    top, left = (0, 0) if where == "tl" else (h - height, w - width)
+    return img[top : top + height, left : left + width]
+
+
+def _distractor_stem(name: str, where: str) -> str:
+    return name if where == "centre" else f"{name}_{where}"
 
 
 def _check_val_size(val_size: Any) -> tuple[int, int]:
@@ -664,8 +698,8 @@ def _multiref_sample_images(val_size: tuple[int, int]) -> dict[str, np.ndarray]:
             files[f"train/ref/l2r_{name}"] = right[rows, max(0, col - _DISPARITY_MARGIN) : col + _TILE]
             files[f"train/input/r2l_{name}"] = right[rows, col : col + _TILE]
             files[f"train/ref/r2l_{name}"] = left[rows, col : min(width, col + _TILE + _DISPARITY_MARGIN)]
-    for name in _TRAIN_DISTRACTORS:
-        files[f"distractors/{name}.png"] = _centre_crop(load_sample(name), *_DISTRACTOR_SIZE)
+    for name, where in _TRAIN_DISTRACTORS:
+        files[f"distractors/{_distractor_stem(name, where)}.png"] = _crop(load_sample(name), *_DISTRACTOR_SIZE, where)
     height, val_w = val_size
     rows = slice(_TRAIN_ROWS, _TRAIN_ROWS + height)
     l2r, r2l = "val/motorcycle_l2r", "val/motorcycle_r2l"
@@ -674,10 +708,11 @@ def _multiref_sample_images(val_size: tuple[int, int]) -> dict[str, np.ndarray]:
     files[f"{r2l}/hr.png"] = right[rows, _VAL_RIGHT_COL : _VAL_RIGHT_COL + val_w]
     files[f"{r2l}/refs/00_left.png"] = left[rows, _VAL_RIGHT_COL : _VAL_RIGHT_COL + val_w + _DISPARITY_MARGIN]
     distractor_w = max(16, round(val_w * 2 / 3))
-    for i, name in enumerate(_VAL_DISTRACTORS, start=1):
-        crop = _centre_crop(load_sample(name), height, distractor_w)
-        files[f"{l2r}/refs/{i:02d}_{name}.png"] = crop
-        files[f"{r2l}/refs/{i:02d}_{name}.png"] = crop
+    for i, (name, where) in enumerate(_VAL_DISTRACTORS, start=1):
+        crop = _crop(load_sample(name), height, distractor_w, where)
+        stem = f"{i:02d}_{_distractor_stem(name, where)}"
+        files[f"{l2r}/refs/{stem}.png"] = crop
+        files[f"{r2l}/refs/{stem}.png"] = crop
     return files
 
 
@@ -707,6 +742,14 @@ def _multiref_complete(base: Path, val_size: tuple[int, int] | None) -> bool:
     return True
 
 
+def _recorded_val_size(base: Path) -> tuple[int, int] | None:
+    """The validation size in an existing manifest (any version), if it is a valid one; else ``None``."""
+    try:
+        return _check_val_size(json.loads((base / _MANIFEST).read_text())["val_size"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
 def materialize_multiref_samples(
     samples_root: str | os.PathLike[str],
     *,
@@ -724,17 +767,23 @@ def materialize_multiref_samples(
       left (160×240, clipped at the border), and the mirrored direction (``r2l_*``: right-view tiles, the left-view
       window widened 80 px to the right).
     * ``distractors/``: 160×200 centre crops of rocket, hubble_deep_field, immunohistochemistry, retina, colorwheel
-      and logo (training photographs unrelated to the scene).
+      and logo, and the top-left crop ``immunohistochemistry_tl`` (7 crops of training photographs unrelated to the
+      scene: ``n_refs`` up to 8).
     * ``val/motorcycle_l2r`` and ``val/motorcycle_r2l`` (folder layout) from the held-out rows [300, 300 + height):
       HR = ``left[rows, 200:200 + width]`` with ``refs/00_right.png`` = ``right[rows, 120:200 + width]``, and HR =
       ``right[rows, 120:120 + width]`` with ``refs/00_left.png`` = ``left[rows, 120:200 + width]``; then the
-      distractors ``01_astronaut``, ``02_chelsea``, ``03_coffee`` (``height × 2/3 width`` centre crops of the
-      validation photographs). The true reference sorts first, so ``n_refs=1`` is the stereo view only.
+      7 distractors, ``height × 2/3 width`` crops of the validation photographs: ``01_astronaut``, ``02_chelsea``,
+      ``03_coffee`` (centre crops), ``04_astronaut_tl``, ``05_chelsea_tl``, ``06_coffee_tl`` (top-left) and
+      ``07_astronaut_br`` (bottom-right). The true reference sorts first, so ``n_refs=1`` is the stereo view only,
+      ``n_refs=4`` the view and the three centre crops, ``n_refs=8`` all (supp. Table 3 sweeps 1/2/4/8).
 
     ``val_size = (height, width)`` of the validation HR (tests use small ones); ``None`` accepts a complete set of
-    any validation size and writes 192×384 otherwise (what the datasets and the data module call). A call that finds
-    the set complete (manifest written last, every file with its recorded size) returns at once; otherwise every
-    file is (re)written atomically, so concurrent calls (DDP ranks) are safe.
+    any validation size and otherwise writes the size recorded by an incomplete or older set, or 192×384 (what the
+    datasets and the data module call). A call that finds
+    the set complete (manifest written last, of this version, every file with its recorded size) returns at once;
+    otherwise every file is (re)written atomically, so concurrent calls (DDP ranks) are safe. A set written by an
+    older version (manifest version 1: 6 training and 3 validation distractors) is therefore rewritten whole at its
+    recorded validation size: the new files are added, the others come out identical.
 
     Returns:
         ``{"root": <samples_root>/multiref, "train": .../train, "distractors": .../distractors, "val": .../val}``.
@@ -744,7 +793,7 @@ def materialize_multiref_samples(
     dirs = {"root": base, "train": base / "train", "distractors": base / "distractors", "val": base / "val"}
     if _multiref_complete(base, wanted):
         return dirs
-    size = wanted if wanted is not None else _DEFAULT_VAL_SIZE
+    size = wanted or _recorded_val_size(base) or _DEFAULT_VAL_SIZE
     images = _multiref_sample_images(size)
 
     def write(rel: str) -> None:

@@ -123,7 +123,7 @@ class RefSRGANModule(SRModule):
         loss_vgg = VGG19Features(layers, weights=dict(arch_kwargs).get("vgg_weights")) if needs_vgg else None
         object.__setattr__(self, "_loss_vgg", loss_vgg)
         perceptual = PerceptualLoss(loss_vgg, layers[-1]) if loss_vgg is not None else None
-        object.__setattr__(self, "_perceptual", perceptual)
+        object.__setattr__(self, "_perceptual_loss", perceptual)
         self.texture_loss = GramTextureLoss()
         self.cache_matching = bool(val.get("cache_matching", False))
         self._match_cache: dict[Any, Any] = {}
@@ -222,7 +222,7 @@ class RefSRGANModule(SRModule):
                 assert self._loss_vgg is not None
                 feats = self._loss_vgg(sr)
             if w["perceptual"] > 0:
-                parts["per"] = w["perceptual"] * self._perceptual(sr, hr, sr_feats=feats)
+                parts["per"] = w["perceptual"] * self._perceptual_loss(sr, hr, sr_feats=feats)
             if w["adversarial"] > 0:
                 assert self.discriminator is not None
                 d_fake = self.discriminator(sr)

@@ -5,7 +5,9 @@ It follows BasicSR's ``SRModel`` semantics where they matter for reproducing pap
 - an exponential moving average of the weights, ``ema = d·ema + (1-d)·param`` after every optimizer step
   (decay 0.999 in HAT/HMA/SAFMN), initialised as a copy of the network; validation and export use the EMA net;
 - validation PSNR/SSIM with the BasicSR/MATLAB protocol (8-bit rounding, Y channel, shave = scale), one metric pair
-  per validation set, reduced across DDP ranks as sum and count;
+  per validation set, reduced across DDP ranks as sum and count; optionally LPIPS (Zhang et al. 2018) and NIQE
+  (Mittal et al. 2013) per set (``val.lpips`` / ``val.niqe``, off by default; :mod:`sresolve.metrics.perceptual`),
+  logged as ``val/<set>/lpips`` and ``val/<set>/niqe``;
 - weights export in BasicSR's ``{'params', 'params_ema'}`` layout and as safetensors.
 
 Differences, on purpose: buffers of the EMA net are copied from the raw net (BasicSR leaves them at their initial
@@ -16,6 +18,7 @@ resumed run continues the same random stream.
 from __future__ import annotations
 
 import copy
+import logging
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,10 +31,12 @@ from torch import Tensor, nn
 
 from sresolve import archs
 from sresolve.checkpoints import export_basicsr, load_state_dict, save_safetensors
-from sresolve.metrics import PSNRY, SSIMY
+from sresolve.metrics import PSNRY, SSIMY, LPIPSMetric, NIQEMetric, PerceptualMetrics, perceptual_from_config
 from sresolve.models.losses import WeightedLoss
 from sresolve.ops.tiling import upscale
 from sresolve.pretrain import InitReport, transfer_weights
+
+log = logging.getLogger("sresolve.train")
 
 
 def build_optimizer(params: Any, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -87,7 +92,9 @@ class SRModule(L.LightningModule):
         total_iter: number of optimizer steps of the recipe (the scheduler's horizon).
         val: ``crop_border`` (default = scale), ``y_channel`` (True), ``tile``/``tile_overlap``/``max_pixels`` for
             large validation images, ``tta`` (×8 self-ensemble), ``log_images`` (val images per set logged as
-            LR|SR|HR crops).
+            LR|SR|HR crops), ``lpips`` / ``lpips_net`` / ``lpips_backbone`` and ``niqe`` / ``niqe_model`` (the
+            perceptual metrics, off by default; a missing weights or model file skips the metric with one warning,
+            :func:`sresolve.metrics.perceptual_from_config`).
         compile: ``torch.compile`` the network's training forward (checkpoints keep plain keys).
     """
 
@@ -105,7 +112,7 @@ class SRModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = archs.create(arch, **dict(arch_kwargs))
+        self.net = self.build_network(arch, arch_kwargs)
         self.scale = int(self.net.scale)
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
@@ -121,10 +128,28 @@ class SRModule(L.LightningModule):
         self.val_tta = bool(val.get("tta", False))
         self.val_psnr = nn.ModuleList()
         self.val_ssim = nn.ModuleList()
+        # LPIPS / NIQE (optional): kept out of the module tree (no checkpoint keys); per-loader means in val_lpips /
+        # val_niqe, built to match val_psnr's protocols (_sync_perceptual).
+        perceptual = perceptual_from_config(
+            lpips=val.get("lpips", False),
+            lpips_net=val.get("lpips_net", "alex"),
+            lpips_backbone=val.get("lpips_backbone"),
+            niqe=val.get("niqe", False),
+            niqe_model=val.get("niqe_model"),
+            prefix="val.",
+            logger=log,
+        )
+        object.__setattr__(self, "_perceptual", perceptual)
+        self.val_lpips = nn.ModuleList()
+        self.val_niqe = nn.ModuleList()
         self.val_names: list[str] = []
         self._image_rows: dict[int, Tensor] = {}
 
     # ------------------------------------------------------------------ networks
+    def build_network(self, arch: str, arch_kwargs: Mapping[str, Any]) -> nn.Module:
+        """The trained network (``hparams`` are already saved; subclasses may build a composite)."""
+        return archs.create(arch, **dict(arch_kwargs))
+
     @property
     def eval_net(self) -> nn.Module:
         """The network used for validation, test and export: the EMA net when there is one."""
@@ -171,14 +196,18 @@ class SRModule(L.LightningModule):
         fwd = self.__dict__.get("_train_forward", self.net)
         sr = fwd(batch["lr"], **self.train_forward_kwargs(batch))
         total, parts = self.criterion(sr, batch["hr"])
-        if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"non-finite loss {total.item()} at step {self.global_step}; lower model.optim.lr or check the data"
-            )
+        self.check_finite(total)
         self.log("train/loss", total, prog_bar=True)
         for name, value in parts.items():
             self.log(f"train/l_{name}", value)
         return total
+
+    def check_finite(self, total: Tensor) -> None:
+        """Stop with a message naming the step when the training loss is NaN/Inf."""
+        if not torch.isfinite(total):
+            raise FloatingPointError(
+                f"non-finite loss {total.item()} at step {self.global_step}; lower model.optim.lr or check the data"
+            )
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimizer step, then the EMA update — before any ``on_train_batch_end`` callback (checkpointing)."""
@@ -219,7 +248,41 @@ class SRModule(L.LightningModule):
             raise ValueError(f"SR output {tuple(sr.shape)}{where} does not match HR {tuple(hr.shape)} for image {name}")
         self.val_psnr[dataloader_idx].update(sr, hr)
         self.val_ssim[dataloader_idx].update(sr, hr)
+        if self._sync_perceptual():
+            for metrics in (self.val_lpips, self.val_niqe):
+                if len(metrics):
+                    metrics[dataloader_idx].update(sr, hr)
         return sr
+
+    def _sync_perceptual(self) -> bool:
+        """Make ``val_lpips`` / ``val_niqe`` one metric per loader with the protocol (shave, rounding) of that loader's
+        PSNR metric, also when a subclass builds its own PSNR metrics; False when no perceptual metric is on."""
+        perceptual: PerceptualMetrics = self.__dict__["_perceptual"]
+        if not perceptual:
+            return False
+        protocols = [m.protocol for m in self.val_psnr]
+        if perceptual.lpips is not None and [m.protocol.crop_border for m in self.val_lpips] != [
+            p.crop_border for p in protocols
+        ]:
+            self.val_lpips = nn.ModuleList(
+                LPIPSMetric(perceptual.lpips, p.crop_border, quantize=p.quantize) for p in protocols
+            ).to(self.device)
+        if perceptual.niqe_model is not None and [m.protocol.crop_border for m in self.val_niqe] != [
+            p.crop_border for p in protocols
+        ]:
+            self.val_niqe = nn.ModuleList(
+                NIQEMetric(perceptual.niqe_model, p.crop_border, quantize=p.quantize) for p in protocols
+            ).to(self.device)
+        return True
+
+    def _perceptual_means(self, i: int) -> dict[str, Tensor]:
+        """``{"lpips": mean, "niqe": mean}`` of loader ``i`` (those computed), and reset them."""
+        out = {}
+        for name, metrics in (("lpips", self.val_lpips), ("niqe", self.val_niqe)):
+            if i < len(metrics):
+                out[name] = metrics[i].compute().float()
+                metrics[i].reset()
+        return out
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         sr = self._shared_eval(batch, dataloader_idx)
@@ -233,6 +296,8 @@ class SRModule(L.LightningModule):
             self.val_ssim[i].reset()
             self.log(f"val/{name}/psnr", psnr.float(), sync_dist=False)
             self.log(f"val/{name}/ssim", ssim.float(), sync_dist=False)
+            for metric, value in self._perceptual_means(i).items():
+                self.log(f"val/{name}/{metric}", value, sync_dist=False)
             if i == 0:  # the first set is the one ModelCheckpoint tracks as ``val/psnr``
                 self.log("val/psnr", psnr.float(), prog_bar=True, sync_dist=False)
         if self._image_rows:
@@ -246,6 +311,8 @@ class SRModule(L.LightningModule):
         for i, name in enumerate(self.val_names):
             self.log(f"test/{name}/psnr", self.val_psnr[i].compute().float())
             self.log(f"test/{name}/ssim", self.val_ssim[i].compute().float())
+            for metric, value in self._perceptual_means(i).items():
+                self.log(f"test/{name}/{metric}", value)
             self.val_psnr[i].reset()
             self.val_ssim[i].reset()
 

@@ -8,18 +8,40 @@ Per input part i (the LR split into an N_I grid, B3 step 1) and reference m (out
 loop, an N_R grid on each reference), the supplement's Algorithm 1 reads:
 
 * **level 1, INPUTATT** (Eq. 1+2): the LR relu3_1 feature X (queries, from the bicubic ×4 LR; C1) is split along
-  channels into N_C subvectors. Each is correlated with the L2-normalised 3×3 key patches of the same channels (keys
-  from relu3_1 of the down-up reference part, C1) by one convolution; the argmax runs jointly over (subvector, patch)
+  channels into N_C subvectors (the *input* division of supp. Table 4; one subvector without it). Each is
+  correlated with the L2-normalised 3×3 key patches of the same channels (keys from relu3_1 of the down-up reference
+  part, C1) by one convolution; the argmax runs jointly over (subvector, patch)
   (C5 ``level1="joint"``; ``"per_group"`` keeps one winner per subvector). The winning patches of the HR reference's
   relu3_1/relu2_1/relu1_1 (values) are pasted with overlap averaging: :func:`swap_patches` → O¹ (256×h×w,
   128×2h×2w, 64×4h×4w) and the level-1 score σ¹ (cosine on both sides by default, C3).
 * **level 2, REFATT over parts** (Eq. 1+3): per subvector j and position, the candidate part whose O¹ is most similar
   to X at that position (aligned 3×3 cosine, :func:`aligned_similarity`) wins; its relu2_1/relu1_1 choice follows
   by nearest upsampling of the per-subvector decision (C4 ``projection="per_group"``; ``"single"``: one winner per
-  position). W_m = max_j of the winning level-2 score (B3 step 5).
+  position). The split of query and candidates into N_C subvectors here is the *reference* division of supp.
+  Table 4; without it there is one subvector j (the whole 256-channel vector). W_m = max_j of the winning level-2
+  score (B3 step 5).
 * **level 3, REFATT over references**: the same over the O² of the N_M references; W = max_m W_m (C6).
 
 With N_R = 1, level 2 is skipped and W_m = σ¹ (the SRNTT weight); with N_M = 1, level 3 is skipped (B3 step 8).
+
+Subvector division (supp. Table 4, ``subvector_division``): which feature vectors are split into the N_C subvectors.
+
+* ``input`` (default; AMRSR's row "input only"): level 1 runs k over the N_C subvectors c of X (``level1`` applies);
+  levels 2/3 compare query and candidates on the whole 256-channel vector (aligned 3×3 cosine over all channels)
+  and pick one winner per position for all channels and all three VGG levels.
+* ``refs`` (division of the reference vectors only): level 1 on the whole vector (one group: SRNTT's patch match);
+  levels 2/3 split query and candidates into N_C subvectors j with a winner per j (``projection`` applies).
+* ``both``: both split (the only behaviour of this matcher before the option existed).
+* ``none``: no split anywhere; identical to ``n_subvectors=1``.
+
+``level1`` only matters where level 1 is split and ``projection`` only where levels 2/3 are: with one subvector the
+joint and per-group argmaxes, and the per-subvector and single winners, coincide.
+
+Weight map W: W = max_m W_m (C6). Without level 2 (N_R = 1) W_m = σ¹, the level-1 winner's cosine: of the winning
+subvector (joint argmax over a split level 1), the max over subvectors of the per-subvector winners' cosines
+(``level1="per_group"``), or the full-vector cosine (unsplit level 1: ``refs``, ``none``). With level 2, W_m = max
+over the subvectors j of the level-2 winners' aligned cosines, which for an unsplit level 2 (``input``, ``none``) is
+the one winner's full-vector cosine.
 
 Streaming (B3, "streaming form"): levels 2 and 3 keep a running best (score and features) per (subvector, position),
 so peak memory holds one part's score volume and about three sets of O maps whatever N_M is. ``stream=False`` stores
@@ -43,6 +65,7 @@ from torch import Tensor, nn
 from sresolve.ops.precision import autocast_disabled
 
 __all__ = [
+    "SUBVECTOR_DIVISIONS",
     "MatchLevelOne",
     "ReferenceMatcher",
     "SwappedFeatures",
@@ -262,6 +285,15 @@ _CHOICES = {
     "level1": ("joint", "per_group"),
     "projection": ("per_group", "single"),
     "padding": ("same", "valid"),
+    "subvector_division": ("input", "none", "refs", "both"),
+}
+
+#: supp. Table 4: subvector division → (level 1 split into N_C subvectors, levels 2/3 split into N_C subvectors).
+SUBVECTOR_DIVISIONS: dict[str, tuple[bool, bool]] = {
+    "input": (True, False),
+    "none": (False, False),
+    "refs": (False, True),
+    "both": (True, True),
 }
 
 
@@ -282,7 +314,11 @@ class ReferenceMatcher(nn.Module):
         n_subvectors: N_C, channel groups of the feature vectors (divides 64; C2, default 4).
         similarity: ``cosine`` (both sides normalised, C3) or ``ref_norm`` (Eq. 1 literally).
         level1: ``joint`` (variant A, C5) or ``per_group``.
-        projection: ``per_group`` (C4) or ``single`` winner per position at levels 2/3.
+        projection: ``per_group`` (C4) or ``single`` winner per position at levels 2/3 (only matters when levels 2/3
+            are split, ``subvector_division`` ``refs`` or ``both``).
+        subvector_division: supp. Table 4, which vectors are split into the N_C subvectors: ``input`` (level 1
+            only, AMRSR's "input only", default), ``refs`` (levels 2/3 only), ``both`` or ``none`` (= N_C = 1); see
+            the module docstring for the weight map W in each case.
         padding: ``same`` (C14) or ``valid`` (SRNTT; W border-replicated to h×w).
         stream: running best over candidates (flat memory in N_M) or stored candidates + batched argmax.
         key_chunk: key patches per convolution (``None``: one part at once).
@@ -300,6 +336,7 @@ class ReferenceMatcher(nn.Module):
         padding: str = "same",
         stream: bool = True,
         key_chunk: int | None = None,
+        subvector_division: str = "input",
     ) -> None:
         super().__init__()
         from sresolve.archs.vgg import VGG19Features
@@ -314,14 +351,26 @@ class ReferenceMatcher(nn.Module):
         self.set_parts(n_input_parts, n_ref_parts)
         self.n_subvectors = n_subvectors
         self.similarity, self.level1, self.projection, self.padding = similarity, level1, projection, padding
+        self.subvector_division = subvector_division
         self.stream, self.key_chunk = bool(stream), key_chunk
         self.vgg = VGG19Features(("relu1_1", "relu2_1", "relu3_1"), weights=vgg_weights)
 
     def extra_repr(self) -> str:
         return (
             f"N_I={self.n_input_parts}, N_R={self.n_ref_parts}, N_C={self.n_subvectors}, similarity={self.similarity}, "
-            f"level1={self.level1}, projection={self.projection}, padding={self.padding}, stream={self.stream}"
+            f"level1={self.level1}, projection={self.projection}, padding={self.padding}, stream={self.stream}, "
+            f"subvector_division={self.subvector_division}"
         )
+
+    @property
+    def input_groups(self) -> int:
+        """Subvectors of level 1 (INPUTATT's k over c): N_C with the input division (``input``, ``both``), else 1."""
+        return self.n_subvectors if SUBVECTOR_DIVISIONS[self.subvector_division][0] else 1
+
+    @property
+    def ref_groups(self) -> int:
+        """Subvectors j of levels 2/3 (REFATT): N_C with the reference division (``refs``, ``both``), else 1."""
+        return self.n_subvectors if SUBVECTOR_DIVISIONS[self.subvector_division][1] else 1
 
     def set_parts(self, n_input_parts: int, n_ref_parts: int) -> None:
         """Change N_I and N_R (the part-based trade-off of B11; e.g. for ``sresolve-test match_parts=...``)."""
@@ -398,7 +447,7 @@ class ReferenceMatcher(nn.Module):
         """Levels 1-3 for one input part: returns the stitched (o3, o2, o1) of this part and its weight h×w."""
         from sresolve.data.degradation import imresize
 
-        groups = self.n_subvectors
+        groups = self.ref_groups
         x = self._features(lr_up_part)["relu3_1"]
         level3 = _RunningBest(groups, self.projection)
         stored3: list[tuple[list[Tensor], Tensor, Tensor]] = []
@@ -443,11 +492,11 @@ class ReferenceMatcher(nn.Module):
         return self._batched_select(stored3)[0], weight
 
     def _level_one(self, x: Tensor, keys: Tensor, values: Mapping[str, Tensor]) -> tuple[list[Tensor], Tensor]:
-        """INPUTATT + swap at the three VGG levels: ([o3, o2, o1], σ¹ h×w)."""
+        """INPUTATT over :attr:`input_groups` subvectors + swap at the three VGG levels: ([o3, o2, o1], σ¹ h×w)."""
         m = input_attention(
             x,
             keys,
-            self.n_subvectors,
+            self.input_groups,
             similarity=self.similarity,
             level1=self.level1,
             padding=self.padding,
@@ -460,17 +509,18 @@ class ReferenceMatcher(nn.Module):
         return maps, score
 
     def _aligned(self, x: Tensor, o3: Tensor) -> tuple[Tensor, Tensor]:
-        """Level-2/3 scores of a candidate: (ranking score per ``similarity``, cosine for W)."""
-        cosine = aligned_similarity(x, o3, self.n_subvectors, "cosine")
+        """Level-2/3 scores of a candidate, :attr:`ref_groups` × h × w: (ranking score per ``similarity``, cosine
+        for W)."""
+        cosine = aligned_similarity(x, o3, self.ref_groups, "cosine")
         if self.similarity == "cosine":
             return cosine, cosine
-        return aligned_similarity(x, o3, self.n_subvectors, self.similarity), cosine
+        return aligned_similarity(x, o3, self.ref_groups, self.similarity), cosine
 
     def _batched_select(self, stored: Sequence[tuple[list[Tensor], Tensor, Tensor]]) -> tuple[list[Tensor], Tensor]:
         """Non-streamed REFATT: stack the K candidates' scores, argmax over K, gather (identical to streaming).
         Returns the maps and W_m = max over subvectors of the winners' cosines (B3 step 5)."""
         scores = _selection_scores(torch.stack([s for _, s, _ in stored]), self.projection)  # K×G×h×w
-        groups = self.n_subvectors
+        groups = self.ref_groups
         win = scores.argmax(0)  # G×h×w
         cosine = torch.stack([c for _, _, c in stored]).gather(0, win[None])[0]
         maps = []
