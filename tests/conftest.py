@@ -20,6 +20,22 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def tiny_run(iters: int = 2, batch_size: int = 2, lr_patch_size: int = 16) -> list[str]:
+    """Overrides of a tiny CPU training run: ``iters`` steps of ``batch_size`` LR patches of ``lr_patch_size`` px,
+    one validation and one checkpoint at the end, no progress bar, no model summary, no loader workers."""
+    return [
+        f"model.batch_size={batch_size}",
+        f"model.lr_patch_size={lr_patch_size}",
+        f"model.total_iter={iters}",
+        f"val_freq={iters}",
+        f"save_freq={iters}",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "data.num_workers=0",
+    ]
+
+
 @pytest.fixture(scope="session")
 def samples_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded sample images, written once per test session."""

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import tiny_run
 from sresolve.cli.report import main as report_main
 from test_sweeps import run_sweep
 
@@ -23,18 +24,10 @@ TINY_AMRSR = [
     "model.n_feat_blocks=1",
     "model.n_blocks=[1,1,1]",
     "model.vgg_weights=random",
-    "model.batch_size=1",
-    "model.lr_patch_size=16",
-    "model.total_iter=2",
+    *tiny_run(batch_size=1),
     "model.gan.warmup_iter=1",
     "model.sched.milestones=[1000]",
-    "val_freq=2",
-    "save_freq=2",
-    "trainer=cpu",
     "trainer.log_every_n_steps=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "data.num_workers=0",
     "data.ref_patch_size=48",
     "export=false",
     "val.log_images=0",

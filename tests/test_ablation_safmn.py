@@ -17,25 +17,12 @@ from typing import Any
 import pytest
 import torch
 
+from conftest import tiny_run
 from sresolve.archs import detect_arch
 from sresolve.cli.report import main as report_main
 from test_sweeps import run_sweep
 
-TINY_SAFMN = [
-    "model.dim=12",
-    "model.n_blocks=1",
-    "model.batch_size=2",
-    "model.lr_patch_size=16",
-    "model.total_iter=2",
-    "val_freq=2",
-    "save_freq=2",
-    "trainer=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "data.num_workers=0",
-    "export=false",
-    "val.log_images=0",
-]
+TINY_SAFMN = ["model.dim=12", "model.n_blocks=1", *tiny_run(), "export=false", "val.log_images=0"]
 
 #: experiment -> (swept model keys, their paper column names, the settings the sweep must cover)
 SWEEPS: dict[str, tuple[list[str], list[str], set[tuple[Any, ...]]]] = {

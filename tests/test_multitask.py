@@ -12,29 +12,13 @@ import pytest
 import torch
 import yaml
 
+from conftest import tiny_run
 from sresolve import archs
 from sresolve.archs.layers import MultiScaleHeads, is_multi_scale_state, single_scale_state_dict
+from test_pretrain import TINY_HAT
 
 TINY_HAT_KW = {"embed_dim": 12, "depths": [1], "num_heads": [2], "window_size": 8, "squeeze_factor": 6}
-TINY_HAT = [
-    "model=hat",
-    "model.embed_dim=12",
-    "model.depths=[1]",
-    "model.num_heads=[2]",
-    "model.window_size=8",
-    "model.squeeze_factor=6",
-]
-STEPS = [
-    "model.batch_size=2",
-    "model.lr_patch_size=16",
-    "model.total_iter=2",
-    "val_freq=2",
-    "save_freq=2",
-    "trainer=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "data.num_workers=0",
-]
+STEPS = tiny_run()
 
 
 def _multi(arch: str = "hat", scales: tuple[int, ...] = (2, 3, 4), **kw: Any) -> MultiScaleHeads:

@@ -17,20 +17,11 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
+from conftest import tiny_run
 from sresolve.cli.train import build_module, initialise, train
 from sresolve.config import ConfigError, split_model_cfg
 
-STEPS = [
-    "model.batch_size=2",
-    "model.lr_patch_size=16",
-    "model.total_iter=1",
-    "val_freq=1",
-    "save_freq=1",
-    "trainer=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "data.num_workers=0",
-]
+STEPS = tiny_run(iters=1)
 TINY_SAFMN = ["model=safmn", "model.dim=8", "model.n_blocks=1"]
 TINY_HAT = [
     "model=hat",

@@ -11,21 +11,15 @@ import pytest
 import torch
 import yaml
 
+from conftest import tiny_run
+
 TINY_HAT = [
     "model.embed_dim=24",
     "model.depths=[1]",
     "model.num_heads=[2]",
     "model.window_size=8",
     "model.squeeze_factor=6",
-    "model.batch_size=2",
-    "model.lr_patch_size=16",
-    "model.total_iter=2",
-    "val_freq=2",
-    "save_freq=2",
-    "trainer=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "data.num_workers=0",
+    *tiny_run(),
     "export=false",
 ]
 

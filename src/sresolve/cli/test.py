@@ -94,15 +94,7 @@ def run_test(cfg: DictConfig) -> dict[str, Any]:
         crop_border=4 if crop_border == "ceil_scale" else int(crop_border), y_channel=bool(cfg.y_channel)
     )
     try:  # a missing weights / model file only skips that metric (one log line); wrong values are errors
-        perceptual = perceptual_from_config(
-            lpips=cfg.get("lpips", False),
-            lpips_net=cfg.get("lpips_net", "alex"),
-            lpips_backbone=cfg.get("lpips_backbone"),
-            niqe=cfg.get("niqe", False),
-            niqe_model=cfg.get("niqe_model"),
-            device=device,
-            logger=log,
-        )
+        perceptual = perceptual_from_config(cfg, device=device, logger=log)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     modcrop = getattr(datamodule, "modcrop", None)

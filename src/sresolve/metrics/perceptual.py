@@ -20,6 +20,7 @@ the module tree, so it never enters a checkpoint and a run can switch ``val.lpip
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,16 @@ from sresolve.metrics.lpips import LPIPS, LPIPS_NETS, LPIPSBackboneNotFoundError
 from sresolve.metrics.modules import ImageQualityMetric
 from sresolve.metrics.niqe import PristineModel, niqe_batch
 from sresolve.metrics.protocol import quantize
+from sresolve.validation import check_bool
 
-__all__ = ["PERCEPTUAL_METRICS", "LPIPSMetric", "NIQEMetric", "PerceptualMetrics", "perceptual_from_config"]
+__all__ = [
+    "PERCEPTUAL_KEYS",
+    "PERCEPTUAL_METRICS",
+    "LPIPSMetric",
+    "NIQEMetric",
+    "PerceptualMetrics",
+    "perceptual_from_config",
+]
 
 log = logging.getLogger("sresolve.metrics")
 
@@ -97,27 +106,29 @@ def _optional_text(value: Any, key: str) -> str | None:
     return str(value)
 
 
-def _flag(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{key} must be true or false, got {value!r}")
-    return value
+#: The config keys of the perceptual metrics (``sresolve-test``: top level; training: under ``val.``) and defaults.
+PERCEPTUAL_KEYS: dict[str, Any] = {
+    "lpips": False,
+    "lpips_net": "alex",
+    "lpips_backbone": None,
+    "niqe": False,
+    "niqe_model": None,
+}
 
 
 def perceptual_from_config(
+    cfg: Mapping[str, Any] | None = None,
     *,
-    lpips: Any = False,
-    lpips_net: Any = "alex",
-    lpips_backbone: Any = None,
-    niqe: Any = False,
-    niqe_model: Any = None,
     prefix: str = "",
     device: torch.device | str = "cpu",
     logger: logging.Logger | None = None,
+    **keys: Any,
 ) -> PerceptualMetrics:
-    """The perceptual metrics asked for by the config keys (``prefix`` = ``""`` for ``sresolve-test``, ``"val."``
-    for validation, used in the messages).
+    """The perceptual metrics asked for by the config keys (:data:`PERCEPTUAL_KEYS`), read from ``cfg`` (the
+    ``sresolve-test`` config or the ``val`` node) and/or given as keywords (which win); ``prefix`` = ``""`` for
+    ``sresolve-test``, ``"val."`` for validation, used in the messages.
 
-    Args:
+    Keys:
         lpips: compute LPIPS.
         lpips_net: ``alex`` (default), ``vgg`` or ``squeeze``.
         lpips_backbone: None = the torchvision ImageNet weights in the torch hub cache; a path; ``random`` (tests).
@@ -130,9 +141,14 @@ def perceptual_from_config(
         ValueError: a value of the wrong type, an unknown ``lpips_net``, an unreadable or unfit backbone or NIQE
             model file (the message names the key or the file).
     """
+    unknown = sorted(set(keys) - set(PERCEPTUAL_KEYS))
+    if unknown:
+        raise TypeError(f"perceptual_from_config: unknown keys {unknown}; allowed: {list(PERCEPTUAL_KEYS)}")
+    values = {k: (cfg or {}).get(k, default) for k, default in PERCEPTUAL_KEYS.items()} | keys
+    lpips_net, lpips_backbone, niqe_model = values["lpips_net"], values["lpips_backbone"], values["niqe_model"]
     logger = logger or log
-    want_lpips = _flag(lpips, f"{prefix}lpips")
-    want_niqe = _flag(niqe, f"{prefix}niqe")
+    want_lpips = check_bool(values["lpips"], f"{prefix}lpips")
+    want_niqe = check_bool(values["niqe"], f"{prefix}niqe")
     if not isinstance(lpips_net, str) or lpips_net not in LPIPS_NETS:
         raise ValueError(f"{prefix}lpips_net={lpips_net!r}: unknown LPIPS network; allowed: {sorted(LPIPS_NETS)}")
     backbone = _optional_text(lpips_backbone, f"{prefix}lpips_backbone")

@@ -130,15 +130,7 @@ class SRModule(L.LightningModule):
         self.val_ssim = nn.ModuleList()
         # LPIPS / NIQE (optional): kept out of the module tree (no checkpoint keys); per-loader means in val_lpips /
         # val_niqe, built to match val_psnr's protocols (_sync_perceptual).
-        perceptual = perceptual_from_config(
-            lpips=val.get("lpips", False),
-            lpips_net=val.get("lpips_net", "alex"),
-            lpips_backbone=val.get("lpips_backbone"),
-            niqe=val.get("niqe", False),
-            niqe_model=val.get("niqe_model"),
-            prefix="val.",
-            logger=log,
-        )
+        perceptual = perceptual_from_config(val, prefix="val.", logger=log)
         object.__setattr__(self, "_perceptual", perceptual)
         self.val_lpips = nn.ModuleList()
         self.val_niqe = nn.ModuleList()
