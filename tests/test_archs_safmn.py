@@ -679,7 +679,7 @@ def test_bad_switch_values_give_clear_errors() -> None:
         make_norm("LayerNorm", 8)
     with pytest.raises(ValueError, match=r"'norm' expects Literal" + allowed[:-2]):
         create("safmn", norm="groupnorm")
-    with pytest.raises(ValueError, match=r"safm_modulation must be a bool, got str 'yes'"):
+    with pytest.raises(ValueError, match=r"SAFMN: safm_modulation must be true or false, got 'yes'"):
         SAFMN(safm_modulation="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"'safm_aggregation' expects bool, got int 0"):
         create("safmn", safm_aggregation=0)

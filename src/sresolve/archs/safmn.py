@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sresolve.validation import check_bool
+
 from .layers import FrozenBatchNorm2d, L2Norm2d, LayerNorm2d, crop_to_scale, pad_to_min_size
 from .registry import arch_defaults, arch_family, list_archs, register_arch, register_detector
 
@@ -81,12 +83,6 @@ def make_norm(norm: str, dim: int) -> nn.Module:
     raise ValueError(f"SAFMN: unknown norm {norm!r}; allowed: {list(NORMS)}")
 
 
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"SAFMN: {name} must be a bool, got {type(value).__name__} {value!r}")
-    return value
-
-
 class SAFM(nn.Module):
     """Spatially-Adaptive Feature Modulation (paper §3.1, Eq. 1-3; spec §3.3 "SAFM").
 
@@ -121,9 +117,9 @@ class SAFM(nn.Module):
         if dim % n_levels:
             raise ValueError(f"SAFM: dim={dim} must be divisible by n_levels={n_levels}")
         self.n_levels = n_levels
-        self.modulation = _check_bool(modulation, "safm_modulation")
-        self.multiscale = _check_bool(multiscale, "safm_multiscale")
-        self.aggregation = _check_bool(aggregation, "safm_aggregation")
+        self.modulation = check_bool(modulation, "SAFMN: safm_modulation")
+        self.multiscale = check_bool(multiscale, "SAFMN: safm_multiscale")
+        self.aggregation = check_bool(aggregation, "SAFMN: safm_aggregation")
         chunk = dim // n_levels
         self.mfr = nn.ModuleList(nn.Conv2d(chunk, chunk, 3, 1, 1, groups=chunk) for _ in range(n_levels))
         if aggregation:
@@ -292,7 +288,7 @@ class SAFMN(nn.Module):
             ("safm_multiscale", safm_multiscale),
             ("safm_aggregation", safm_aggregation),
         ):
-            _check_bool(flag, name)
+            check_bool(flag, f"SAFMN: {name}")
         if norm not in NORMS:
             raise ValueError(f"SAFMN: unknown norm {norm!r}; allowed: {list(NORMS)}")
         self.dim = dim
