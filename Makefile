@@ -26,8 +26,10 @@ install: $(VENV)/.installed  ## create .venv and install sresolve with its dev e
 demo: install  ## train SAFMN x4 on the embedded images, evaluate vs bicubic, write a comparison PNG
 	$(PY) -m sresolve.cli.demo
 
-test: install  ## the whole test suite
-	$(PY) -m pytest -q
+TEST_PROCS ?= 2
+
+test: install  ## the whole test suite, in TEST_PROCS pytest-xdist processes (0: in this process)
+	$(PY) -m pytest -q -n $(TEST_PROCS) --dist loadfile
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check src tests benchmarks

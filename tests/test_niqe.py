@@ -270,3 +270,29 @@ def test_too_small_images() -> None:
         niqe(torch.rand(3, 96, 96), model)
     with pytest.raises(ValueError, match=r"184×186 px"):
         niqe(torch.rand(3, 188, 190), model, crop_border=2)  # one patch left after the crop
+
+
+def test_validation_niqe_leaves_out_images_too_small_for_it(caplog: pytest.LogCaptureFixture) -> None:
+    """A validation image with fewer than two 96-px patches after the shave is left out of ``val/<set>/niqe`` with
+    one warning (a training run must not stop there); the direct NIQE call and ``sresolve-test`` keep the error."""
+    import logging
+
+    from sresolve.metrics.niqe import NIQEImageTooSmallError, niqe_batch
+    from sresolve.metrics.perceptual import NIQEMetric
+    from sresolve.metrics.protocol import quantize
+
+    model = PristineModel(np.zeros(36), np.eye(36))
+    metric = NIQEMetric(model, crop_border=4)
+    gen = torch.Generator().manual_seed(0)
+    small, large = torch.rand(1, 3, 64, 200, generator=gen), torch.rand(1, 3, 104, 200, generator=gen)
+    with caplog.at_level(logging.WARNING, logger="sresolve.metrics"):
+        metric.update(small, small)
+        metric.update(small, small)
+        metric.update(large, large)
+    assert int(metric.count) == 1
+    expected = niqe_batch(quantize(large.double()), model, crop_border=4)[0]  # the metric scores the 8-bit image
+    assert float(metric.compute()) == pytest.approx(float(expected), abs=1e-9)
+    warnings = [r.getMessage() for r in caplog.records if "left out of the NIQE mean" in r.getMessage()]
+    assert len(warnings) == 1 and "56×192 px (after crop_border) is too small" in warnings[0]
+    with pytest.raises(NIQEImageTooSmallError, match="too small"):
+        niqe_batch(small, model, crop_border=4)

@@ -51,6 +51,7 @@ __all__ = [
     "MSCN_WINDOW",
     "NIQE_PATCH_SIZE",
     "SHARPNESS_THRESHOLD",
+    "NIQEImageTooSmallError",
     "PristineModel",
     "estimate_aggd_param",
     "estimate_ggd_param",
@@ -85,6 +86,10 @@ _GAMMA_3 = np.array([math.gamma(3.0 / a) for a in _ALPHA_GRID])
 _RATIO_GRID: np.ndarray = _GAMMA_2**2 / (_GAMMA_1 * _GAMMA_3)
 # Pairwise-product neighbours (row shift, column shift) of np.roll: horizontal, vertical, main and secondary diagonal.
 _PAIR_SHIFTS: tuple[tuple[int, int], ...] = ((0, 1), (1, 0), (1, 1), (1, -1))
+
+
+class NIQEImageTooSmallError(ValueError):
+    """The image (after the border shave) holds fewer 96×96 patches than NIQE needs."""
 
 
 def _filter_replicate(img: np.ndarray, kernel_1d: np.ndarray) -> np.ndarray:
@@ -214,7 +219,7 @@ def _check_patch_grid(shape: tuple[int, ...], patch_size: int, min_patches: int 
             else f"at least two {patch_size}×{patch_size} patches, e.g. {patch_size}×{2 * patch_size} px (the "
             "covariance of the image's patch features needs two patches)"
         )
-        raise ValueError(f"NIQE: image of {h}×{w} px (after crop_border) is too small; it needs {need}")
+        raise NIQEImageTooSmallError(f"NIQE: image of {h}×{w} px (after crop_border) is too small; it needs {need}")
     return n_rows, n_cols
 
 

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from sresolve.metrics.lpips import LPIPS, LPIPS_NETS, LPIPSBackboneNotFoundError, load_lpips
 from sresolve.metrics.modules import ImageQualityMetric
-from sresolve.metrics.niqe import PristineModel, niqe_batch
+from sresolve.metrics.niqe import NIQEImageTooSmallError, PristineModel, niqe_batch
 from sresolve.metrics.protocol import quantize
 from sresolve.validation import check_bool
 
@@ -95,7 +95,7 @@ def _niqe_scores(sr: Tensor, model: PristineModel, crop_border: int, quantize_in
     try:
         return niqe_batch(x, model, crop_border=crop_border).to(sr.device)
     except ValueError as err:
-        raise ValueError(f"NIQE: {err} (image {tuple(x.shape[-2:])}, crop_border={crop_border})") from None
+        raise type(err)(f"{err} (image {tuple(x.shape[-2:])}, crop_border={crop_border})") from None
 
 
 def _optional_text(value: Any, key: str) -> str | None:
@@ -209,3 +209,13 @@ class NIQEMetric(ImageQualityMetric):
 
     def per_image(self, sr: Tensor, hr: Tensor) -> Tensor:
         return _niqe_scores(sr, self.model, self.protocol.crop_border, self.protocol.quantize)
+
+    def update(self, sr: Tensor, hr: Tensor) -> None:
+        """As :meth:`ImageQualityMetric.update`, but a batch too small for NIQE is left out of the mean with one
+        warning (validation must not stop a training run; ``sresolve-test`` reports it as an error instead)."""
+        try:
+            super().update(sr, hr)
+        except NIQEImageTooSmallError as err:
+            if not self.__dict__.get("_warned"):
+                log.warning("%s; such validation images are left out of the NIQE mean", err)
+                self.__dict__["_warned"] = True
