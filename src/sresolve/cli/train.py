@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sresolve.config import ConfigError, conf_dir, split_model_cfg, to_dict, validate_train_cfg
+from sresolve.validation import check_int
 
 log = logging.getLogger("sresolve.train")
 
@@ -50,7 +51,7 @@ def build_module(cfg: DictConfig) -> Any:
     if task == "multi_task":  # pretrain=multi_task: one head per scale of pretrain.scales
         extra = {"scales": list(to_dict(cfg.pretrain.get("scales") or ()))}
     try:
-        return modules[task](
+        module = modules[task](
             arch=arch,
             arch_kwargs=net_kwargs,
             optim=recipe["optim"],
@@ -64,6 +65,8 @@ def build_module(cfg: DictConfig) -> Any:
         )
     except (KeyError, TypeError, ValueError, FileNotFoundError) as err:  # FileNotFoundError: VGG weights missing
         raise ConfigError(f"model (arch={arch!r}): {err}") from None
+    module.nonfinite_limit = check_int(cfg.get("nonfinite_limit", 10), "nonfinite_limit", error=ConfigError)
+    return module
 
 
 def build_datamodule(cfg: DictConfig) -> Any:

@@ -81,7 +81,6 @@ class MultiTaskSRModule(SRModule):
             self.log(f"train/loss_x{s}", loss)
             losses.append(loss)
         total = torch.stack(losses).mean()
-        self.check_finite(total)
         self.log("train/loss", total, prog_bar=True)
         return total
 

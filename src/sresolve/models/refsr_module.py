@@ -185,11 +185,6 @@ class RefSRGANModule(SRModule):
             sr_truth = generator(lr, *truth, torch.ones_like(swapped.weight))
             parts["truth"] = self.loss_weights["l1"] * F.l1_loss(sr_truth, hr)
             total = total + parts["truth"]
-        if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"non-finite generator loss {total.item()} at step {self.global_step}; lower model.optim.lr or check "
-                "the data"
-            )
         g_opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
         g_opt.step()
@@ -197,7 +192,7 @@ class RefSRGANModule(SRModule):
             warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
             for sched in self._schedulers():
                 sched.step()
-        if self.net_ema is not None:
+        if self.net_ema is not None and not self._step_skipped:  # the NaN/Inf guard skipped the G step
             self.update_ema()
         self.log("train/loss", total, prog_bar=True)
         self.log("train/gan_phase", float(full))
@@ -243,8 +238,6 @@ class RefSRGANModule(SRModule):
             d_loss, parts = wgan_gp_d_loss(self.discriminator, real, fake, gp_weight=float(self.gan["gp_weight"]))
         else:
             d_loss, parts = bce_d_loss(self.discriminator(real), self.discriminator(fake))
-        if not torch.isfinite(d_loss):
-            raise FloatingPointError(f"non-finite discriminator loss {d_loss.item()} at step {self.global_step}")
         d_opt.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         self.trainer.strategy.optimizer_step(d_opt.optimizer, closure=_noop, model=self)

@@ -136,6 +136,9 @@ class SRModule(L.LightningModule):
         self.val_niqe = nn.ModuleList()
         self.val_names: list[str] = []
         self._image_rows: dict[int, Tensor] = {}
+        self.nonfinite_steps = 0  # NaN/Inf guard (on_before_optimizer_step): skipped steps in the run, in a row
+        self._nonfinite_run = 0
+        self._step_skipped = False
 
     # ------------------------------------------------------------------ networks
     def build_network(self, arch: str, arch_kwargs: Mapping[str, Any]) -> nn.Module:
@@ -188,23 +191,52 @@ class SRModule(L.LightningModule):
         fwd = self.__dict__.get("_train_forward", self.net)
         sr = fwd(batch["lr"], **self.train_forward_kwargs(batch))
         total, parts = self.criterion(sr, batch["hr"])
-        self.check_finite(total)
         self.log("train/loss", total, prog_bar=True)
         for name, value in parts.items():
             self.log(f"train/l_{name}", value)
         return total
 
-    def check_finite(self, total: Tensor) -> None:
-        """Stop with a message naming the step when the training loss is NaN/Inf."""
-        if not torch.isfinite(total):
+    #: Consecutive skipped (non-finite) steps after which the run stops (train config ``nonfinite_limit``).
+    nonfinite_limit: int = 10
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """NaN/Inf guard, before every optimizer step (automatic and manual optimisation): when a gradient is not
+        finite (a NaN/Inf loss makes them so), the gradients are dropped, so the optimizer leaves the weights and its
+        own state untouched, and the EMA is not updated; the step still counts (``global_step``, scheduler, data
+        position stay in step, also across DDP ranks, which all see the same all-reduced gradients). Skipped steps
+        are counted (``train/nonfinite_steps``, kept in checkpoints); ``nonfinite_limit`` in a row stop the run with
+        a message naming the step. Under fp16 the GradScaler already skips such steps and this guard stays out."""
+        self._step_skipped = False
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            self._nonfinite_run = 0
+            return
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        self._step_skipped = True
+        self.nonfinite_steps += 1
+        self._nonfinite_run += 1
+        self.log("train/nonfinite_steps", float(self.nonfinite_steps))
+        log.warning(
+            "non-finite loss or gradients at step %d: step skipped (%d in a row, %d in the run)",
+            self.global_step,
+            self._nonfinite_run,
+            self.nonfinite_steps,
+        )
+        if self._nonfinite_run >= self.nonfinite_limit:
             raise FloatingPointError(
-                f"non-finite loss {total.item()} at step {self.global_step}; lower model.optim.lr or check the data"
+                f"{self._nonfinite_run} consecutive training steps with a non-finite loss or gradients, the last at "
+                f"step {self.global_step}: the run stops (nonfinite_limit={self.nonfinite_limit}). Train in "
+                "trainer.precision=bf16-mixed rather than fp16, lower model.optim.lr, or check the data"
             )
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimizer step, then the EMA update — before any ``on_train_batch_end`` callback (checkpointing)."""
         super().optimizer_step(*args, **kwargs)
-        if self.net_ema is not None:
+        if self.net_ema is not None and not self._step_skipped:
             self.update_ema()
 
     @torch.no_grad()
@@ -327,6 +359,7 @@ class SRModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["nonfinite_steps"] = self.nonfinite_steps
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -335,6 +368,7 @@ class SRModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.nonfinite_steps = int(checkpoint.get("nonfinite_steps", 0))
         states = checkpoint.get("rng_states")
         if not states:
             return
