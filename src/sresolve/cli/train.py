@@ -19,12 +19,16 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sresolve.config import ConfigError, conf_dir, split_model_cfg, to_dict, validate_train_cfg
 from sresolve.validation import check_int
 
 log = logging.getLogger("sresolve.train")
+
+#: Exit status of a preempted run (128 + SIGTERM, what a shell reports for a process ended by SIGTERM).
+PREEMPTED_EXIT_CODE = 143
 
 
 def build_module(cfg: DictConfig) -> Any:
@@ -119,6 +123,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except (FileNotFoundError, ImageReadError) as err:  # data missing or unreadable: name it, no traceback
         raise ConfigError(f"data ({cfg.data.get('name', '?')}): {err}") from None
+    except SIGTERMException:  # preempted: PreemptionCheckpoint wrote last.ckpt; no results, no export
+        raise SystemExit(PREEMPTED_EXIT_CODE) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if trainer.is_global_zero:
         if cfg.export:

@@ -1,13 +1,23 @@
-"""Atomic checkpoint writes for Lightning: a crash or a kill during a save never leaves a truncated ``last.ckpt``."""
+"""Checkpoints for Lightning that lose nothing: atomic writes (a crash or a kill during a save never leaves a truncated
+``last.ckpt``) and a checkpoint on preemption (SIGTERM / SIGUSR1)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from sresolve.checkpoints import atomic_torch_save
+
+log = logging.getLogger("sresolve.train")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -21,3 +31,56 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} does not take storage_options, got {storage_options!r}")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         atomic_torch_save(checkpoint, path)
+
+
+class PreemptionCheckpoint(Callback):
+    """On SIGTERM (what SLURM, Kubernetes and ``kill`` send before stopping a job) or SIGUSR1 (SLURM's
+    ``--signal=USR1@<seconds>`` warning), write ``<dirpath>/last.ckpt`` before the process exits, so that
+    ``ckpt_path=last`` resumes the run where it stopped.
+
+    Lightning turns SIGTERM into :class:`~lightning.pytorch.utilities.exceptions.SIGTERMException` once the running
+    batch has finished (on every DDP rank); this callback saves the checkpoint then, through the trainer's (atomic)
+    checkpoint IO, and the training CLI exits with status 143 (128 + SIGTERM). SIGUSR1 is turned into SIGTERM unless
+    another handler owns it (Lightning's SLURM auto-requeue). Other exceptions save nothing: a crash must not
+    overwrite the last good checkpoint.
+    """
+
+    def __init__(self, dirpath: str | Path, filename: str = "last") -> None:
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+        self._previous_usr1: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after Lightning registered its own handlers (it restores what it found then when the fit ends)
+        if not hasattr(signal, "SIGUSR1") or threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            self._previous_usr1 = signal.signal(signal.SIGUSR1, _usr1_as_sigterm)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+        if isinstance(exception, SIGTERMException):
+            # the "last" checkpointer owns the file, so that on resume it overwrites it (instead of a last-v1.ckpt)
+            for cb in trainer.checkpoint_callbacks:
+                if isinstance(cb, ModelCheckpoint) and cb.save_last and self._same_folder(cb.dirpath):
+                    cb.last_model_path = str(self.path)
+            trainer.save_checkpoint(self.path)
+            log.warning(
+                "preempted (SIGTERM) after step %d: checkpoint written to %s; resume with ckpt_path=last",
+                trainer.global_step,
+                self.path,
+            )
+
+    def _same_folder(self, dirpath: str | None) -> bool:
+        return dirpath is not None and Path(dirpath).resolve() == self.path.parent.resolve()
+
+    def _restore(self) -> None:
+        if self._previous_usr1 is not None:
+            signal.signal(signal.SIGUSR1, self._previous_usr1)
+            self._previous_usr1 = None
+
+
+def _usr1_as_sigterm(signum: int, frame: Any) -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
