@@ -146,7 +146,7 @@ def test_config_errors_name_the_key(
 
 
 def test_batch_must_divide_by_devices(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
-    cfg = make_cfg("train", [*TINY, "trainer=ddp_sim", "model.batch_size=3"], tmp_path)
+    cfg = make_cfg("train", [*TINY, "trainer=ddp_cpu", "model.batch_size=3"], tmp_path)
     with pytest.raises(ConfigError, match=r"data.batch_size=3 .* divisible .* = 2"):
         validate_train_cfg(cfg)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from omegaconf import DictConfig
@@ -39,15 +40,49 @@ def test_optional_loggers_write_offline(
         assert list((tmp_path / "wandb").rglob("*.wandb"))
 
 
-def test_ddp_sim_two_processes_shard_without_duplicates(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
-    """2 CPU processes (gloo, spawn): global batch split per rank, validation sharded without padding; the reduced
-    validation PSNR equals a single-process evaluation of the same EMA weights."""
+class DumpRankWeights(L.Callback):
+    """Writes every rank's raw and EMA weights to ``<out>/rank<r>.pt`` when training ends."""
+
+    def __init__(self, out: str) -> None:
+        self.out = Path(out)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        torch.save(
+            {
+                "rank": trainer.global_rank,
+                "world": trainer.world_size,
+                "batch": trainer.datamodule.per_device_batch_size,
+                "state": state,
+            },
+            self.out / f"rank{trainer.global_rank}.pt",
+        )
+
+
+def test_ddp_cpu_two_processes_same_weights_and_exact_validation(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """2 CPU processes (gloo, spawn), a few real steps: global batch split per rank, both ranks end with identical
+    raw and EMA weights, and the validation (sharded without padding, reduced as sum and count) equals a
+    single-process evaluation of the same EMA weights."""
     from sresolve.checkpoints import load_model
     from sresolve.data.datasets import BenchmarkDataset
     from sresolve.metrics import psnr_y
 
-    cfg = make_cfg("train", [*TINY, "trainer=ddp_sim", "model.total_iter=2", "val_freq=2", "save_freq=2"], tmp_path)
+    dump = [f"+callbacks.dump._target_={__name__}.DumpRankWeights", f"+callbacks.dump.out={tmp_path / 'ranks'}"]
+    cfg = make_cfg(
+        "train", [*TINY, "trainer=ddp_cpu", "model.total_iter=3", "val_freq=3", "save_freq=3", *dump], tmp_path
+    )
     train(cfg)
+    ranks = [torch.load(tmp_path / "ranks" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [(d["rank"], d["world"], d["batch"]) for d in ranks] == [(0, 2, 2), (1, 2, 2)]  # global batch 4
+    assert set(ranks[0]["state"]) == set(ranks[1]["state"]) and any(k.startswith("net_ema.") for k in ranks[0]["state"])
+    for key, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][key]), key
+    trained = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert trained["global_step"] == 3  # the checkpoint (written by rank 0) holds those weights
+    assert all(torch.equal(v, ranks[0]["state"][k]) for k, v in trained["state_dict"].items())
     import csv
 
     rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
@@ -62,7 +97,7 @@ def test_ddp_sim_two_processes_shard_without_duplicates(make_cfg: Callable[..., 
 
 
 def test_ddp_batch_not_divisible_fails_before_spawning(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
-    cfg = make_cfg("train", [*TINY, "trainer=ddp_sim", "model.batch_size=5"], tmp_path)
+    cfg = make_cfg("train", [*TINY, "trainer=ddp_cpu", "model.batch_size=5"], tmp_path)
     with pytest.raises(ConfigError, match=r"data\.batch_size=5"):
         train(cfg)
 
