@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from sresolve.data.degradation import imresize
 from sresolve.metrics import EvalProtocol, PerceptualMetrics
+from sresolve.metrics.perceptual import PERCEPTUAL_METRICS
 from sresolve.ops.tiling import upscale
 
 
@@ -52,15 +53,13 @@ class Result:
         return sum(self.niqe) / len(self.niqe) if self.niqe else None
 
 
-#: The optional per-image metrics of :class:`Result`, in column order.
-PERCEPTUAL_COLUMNS: tuple[str, ...] = ("lpips", "niqe")
 _TITLES = {"lpips": "LPIPS", "niqe": "NIQE"}
 
 
 def _perceptual_in(results: Iterable[Result]) -> list[str]:
     """The perceptual metrics some result carries, in column order."""
     results = list(results)
-    return [m for m in PERCEPTUAL_COLUMNS if any(getattr(r, m) for r in results)]
+    return [m for m in PERCEPTUAL_METRICS if any(getattr(r, m) for r in results)]
 
 
 def bicubic_upscale(lr: Tensor, scale: float, size: tuple[int, int] | None = None) -> Tensor:
@@ -256,7 +255,7 @@ def write_results(
         w = csv.writer(f)
         scales = [r.scale if r.scale is not None else scale for r in results]
         tail = [c for c, on in (("scale", any(v is not None for v in scales)), ("modcrop", modcrop is not None)) if on]
-        w.writerow(["dataset", "method", "images", "psnr", "ssim", *PERCEPTUAL_COLUMNS, "protocol", *tail])
+        w.writerow(["dataset", "method", "images", "psnr", "ssim", *PERCEPTUAL_METRICS, "protocol", *tail])
         for r, sc in zip(results, scales, strict=True):
             values = {"scale": "" if sc is None else f"{sc:g}", "modcrop": f"{modcrop:g}" if modcrop else ""}
             w.writerow(
@@ -266,7 +265,7 @@ def write_results(
                     len(r.psnr),
                     f"{r.mean_psnr:.6f}",
                     f"{r.mean_ssim:.6f}",
-                    *(_fmt(getattr(r, f"mean_{m}"), ".6f", "") for m in PERCEPTUAL_COLUMNS),
+                    *(_fmt(getattr(r, f"mean_{m}"), ".6f", "") for m in PERCEPTUAL_METRICS),
                     protocol.describe() + (f"; {perceptual_note}" if perceptual_note else ""),
                     *(values[c] for c in tail),
                 ]
@@ -274,10 +273,10 @@ def write_results(
     per_image = out_dir / "per_image.csv"
     with per_image.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["dataset", "method", "scale", "image", "psnr", "ssim", *PERCEPTUAL_COLUMNS])
+        w.writerow(["dataset", "method", "scale", "image", "psnr", "ssim", *PERCEPTUAL_METRICS])
         for r in results:
             sc = r.scale if r.scale is not None else scale
-            columns = [getattr(r, m) or [None] * len(r.names) for m in PERCEPTUAL_COLUMNS]
+            columns = [getattr(r, m) or [None] * len(r.names) for m in PERCEPTUAL_METRICS]
             for n, p, s, *more in zip(r.names, r.psnr, r.ssim, *columns, strict=True):
                 w.writerow(
                     [

@@ -34,6 +34,8 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 
+from sresolve.metrics.perceptual import PERCEPTUAL_METRICS
+
 __all__ = [
     "BenchmarkRecord",
     "CollectTableCallback",
@@ -322,7 +324,7 @@ class Table:
         if self.formats.get(column) == "si" and isinstance(value, (int, float)):
             return _si(value)
         if isinstance(value, float):
-            four = any(m in column.lower() for m in ("ssim", "lpips", "niqe"))  # the papers' precision
+            four = any(m in column.lower() for m in ("ssim", *PERCEPTUAL_METRICS))  # the papers' precision
             spec = self.formats.get(column) or (".4f" if four else ".2f")
             return format(value, spec)
         if isinstance(value, int):
@@ -532,7 +534,7 @@ def benchmark_table(records: Iterable[BenchmarkRecord], datasets: Sequence[str] 
     records = _dedupe(records)
     seen = list(dict.fromkeys(r.dataset for r in records))
     sets = list(datasets) if datasets else sorted(seen, key=lambda d: _dataset_key(d, seen))
-    metrics = ["psnr", "ssim", *(m for m in ("lpips", "niqe") if any(getattr(r, m) is not None for r in records))]
+    metrics = ["psnr", "ssim", *(m for m in PERCEPTUAL_METRICS if any(getattr(r, m) is not None for r in records))]
     rows_keys: list[tuple[float, int, str]] = []
     cells: dict[tuple[str, float | None, str], BenchmarkRecord] = {}
     order: dict[str, int] = {}
@@ -728,7 +730,7 @@ def ablation_table(
 def metric_title(metric: str) -> str:
     """``val/Set5/psnr`` → ``Set5 PSNR``, ``val/psnr`` → ``PSNR`` (also ``lpips``, ``niqe``); others unchanged."""
     parts = metric.split("/")
-    if parts[0] == "val" and parts[-1] in ("psnr", "ssim", "lpips", "niqe") and len(parts) in (2, 3):
+    if parts[0] == "val" and parts[-1] in ("psnr", "ssim", *PERCEPTUAL_METRICS) and len(parts) in (2, 3):
         return " ".join([*parts[1:-1], parts[-1].upper()])
     return metric
 

@@ -418,16 +418,18 @@ class PairedSRDataModule(SRDataModuleBase):
         self.test_sets: dict[str, BenchmarkDataset] = {}
         self.per_device_batch_size = self.batch_size
 
-    def _per_scale(self, names: list[str]) -> tuple[list[str], list[int]]:
-        """Loader names and scales: the sets at ``scale``, then (multi-scale) each set at the other scales."""
-        pairs = [(n, self.scale) for n in names]
-        pairs += [(f"{n}_x{s}", s) for s in self.scales or () if s != self.scale for n in names]
-        return [n for n, _ in pairs], [s for _, s in pairs]
+    def _loaders(self, sets: list[str]) -> list[tuple[str, int, str]]:
+        """(loader name, scale, set) of every evaluation loader: the sets at ``scale``, then (multi-scale) each set
+        at the other scales as ``<set>_x<s>``."""
+        loaders = [(n, self.scale, n) for n in sets]
+        return loaders + [(f"{n}_x{s}", s, n) for s in self.scales or () if s != self.scale for n in sets]
+
+    def _per_scale(self, sets: list[str]) -> tuple[list[str], list[int]]:
+        loaders = self._loaders(sets)
+        return [name for name, _, _ in loaders], [s for _, s, _ in loaders]
 
     def _eval_sets(self, specs: Mapping[str, dict[str, Any]]) -> dict[str, BenchmarkDataset]:
-        names, scales = self._per_scale(list(specs))
-        sets = list(specs.values()) * (len(names) // max(len(specs), 1))
-        return {n: BenchmarkDataset(scale=s, name=n, **spec) for n, s, spec in zip(names, scales, sets, strict=True)}
+        return {name: BenchmarkDataset(scale=s, name=name, **specs[n]) for name, s, n in self._loaders(list(specs))}
 
     # ------------------------------------------------------------------ lightning hooks
     def setup(self, stage: str | None = None) -> None:

@@ -22,9 +22,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from sresolve.metrics import PSNRY, SSIMY
 from sresolve.models.sr_module import SRModule
 from sresolve.ops.tiling import upscale
 
@@ -79,19 +78,13 @@ class ArbitraryScaleSRModule(SRModule):
             tta=self.val_tta,
         )
 
-    def set_val_names(self, names: list[str]) -> None:
-        """One (PSNR, SSIM) pair per (set, scale) loader; the scale comes from the datamodule's ``val_scale_of``."""
-        if names == self.val_names:
-            return
+    def val_borders(self, names: list[str]) -> list[int]:
+        """One border per (set, scale) loader; the scale comes from the datamodule's ``val_scale_of`` (kept in
+        ``val_scales``)."""
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         scale_of: Mapping[str, float] = getattr(dm, "val_scale_of", None) or {}
-        self.val_names = names
         self.val_scales = [float(scale_of.get(n, self.scale)) for n in names]
-        borders = [self.crop_border_for(s) for s in self.val_scales]
-        self.val_psnr = nn.ModuleList(PSNRY(b, y_channel=self.y_channel) for b in borders)
-        self.val_ssim = nn.ModuleList(SSIMY(b, y_channel=self.y_channel) for b in borders)
-        self.val_psnr.to(self.device)
-        self.val_ssim.to(self.device)
+        return [self.crop_border_for(s) for s in self.val_scales]
 
     def crop_border_for(self, scale: float) -> int:
         """Pixels shaved at ``scale`` (choice E6)."""

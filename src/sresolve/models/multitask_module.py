@@ -28,8 +28,6 @@ from torch import Tensor, nn
 
 from sresolve import archs
 from sresolve.archs.layers import MultiScaleHeads, single_scale_state_dict
-from sresolve.checkpoints import export_basicsr, save_safetensors
-from sresolve.metrics import PSNRY, SSIMY
 from sresolve.models.sr_module import SRModule
 from sresolve.ops.tiling import upscale
 
@@ -91,14 +89,11 @@ class MultiTaskSRModule(SRModule):
         self.val_scales = [int(s) for s in scales] if scales else []
         super().setup(stage)
 
-    def set_val_names(self, names: list[str]) -> None:
-        """One (PSNR, SSIM) pair per loader, shaving the loader's scale (or the fixed ``val.crop_border``)."""
-        scales = self.val_scales if len(self.val_scales) == len(names) else [self.scale] * len(names)
-        self.val_scales = scales
-        self.val_names = names
-        borders = [int(self.fixed_border) if self.fixed_border is not None else s for s in scales]
-        self.val_psnr = nn.ModuleList(PSNRY(b, y_channel=self.y_channel) for b in borders).to(self.device)
-        self.val_ssim = nn.ModuleList(SSIMY(b, y_channel=self.y_channel) for b in borders).to(self.device)
+    def val_borders(self, names: list[str]) -> list[int]:
+        """Each loader shaves its scale (or the fixed ``val.crop_border``)."""
+        if len(self.val_scales) != len(names):
+            self.val_scales = [self.scale] * len(names)
+        return [int(self.fixed_border) if self.fixed_border is not None else s for s in self.val_scales]
 
     def forward(self, lr: Tensor, scale: int | None = None) -> Tensor:  # type: ignore[override]
         return upscale(
@@ -118,13 +113,10 @@ class MultiTaskSRModule(SRModule):
         """The multi-scale ``<stem>.pth`` / ``.safetensors``, then ``<stem>_x<s>.*``: the plain ×s network per
         scale (BasicSR ``{'params', 'params_ema'}`` and safetensors with the EMA weights)."""
         paths = super().export_weights(out_dir, stem)
-        out_dir = Path(out_dir)
-        raw = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
-        ema = {k: v.detach().cpu() for k, v in self.eval_net.state_dict().items()}
+        raw, ema = self.weights_to_export()
         for s in self.net.scales:
-            pth, st = out_dir / f"{stem}_x{s}.pth", out_dir / f"{stem}_x{s}.safetensors"
-            ema_s = single_scale_state_dict(ema, s)
-            export_basicsr(pth, single_scale_state_dict(raw, s), ema_s if self.net_ema is not None else None)
-            save_safetensors(st, ema_s, metadata={"arch": str(self.hparams.arch), "scale": str(s)})
-            paths[f"x{s}"] = pth
+            single = self.write_weights(
+                Path(out_dir), f"{stem}_x{s}", single_scale_state_dict(raw, s), single_scale_state_dict(ema, s), s
+            )
+            paths[f"x{s}"] = single["basicsr"]
         return paths

@@ -128,8 +128,8 @@ class SRModule(L.LightningModule):
         self.val_tta = bool(val.get("tta", False))
         self.val_psnr = nn.ModuleList()
         self.val_ssim = nn.ModuleList()
-        # LPIPS / NIQE (optional): kept out of the module tree (no checkpoint keys); per-loader means in val_lpips /
-        # val_niqe, built to match val_psnr's protocols (_sync_perceptual).
+        # LPIPS / NIQE (optional): the networks / models stay out of the module tree (no checkpoint keys); per-loader
+        # means in val_lpips / val_niqe (set_val_names).
         perceptual = perceptual_from_config(val, prefix="val.", logger=log)
         object.__setattr__(self, "_perceptual", perceptual)
         self.val_lpips = nn.ModuleList()
@@ -172,14 +172,22 @@ class SRModule(L.LightningModule):
         return self.net
 
     def set_val_names(self, names: list[str]) -> None:
-        """One (PSNR, SSIM) metric pair per validation set."""
+        """One metric set per validation loader: PSNR, SSIM and, when on, LPIPS / NIQE, each shaving that loader's
+        :meth:`val_borders`."""
         if names == self.val_names:
             return
         self.val_names = names
-        self.val_psnr = nn.ModuleList(PSNRY(self.crop_border, y_channel=self.y_channel) for _ in names)
-        self.val_ssim = nn.ModuleList(SSIMY(self.crop_border, y_channel=self.y_channel) for _ in names)
-        self.val_psnr.to(self.device)
-        self.val_ssim.to(self.device)
+        borders = self.val_borders(names)
+        perceptual: PerceptualMetrics = self.__dict__["_perceptual"]
+        self.val_psnr = nn.ModuleList(PSNRY(b, y_channel=self.y_channel) for b in borders).to(self.device)
+        self.val_ssim = nn.ModuleList(SSIMY(b, y_channel=self.y_channel) for b in borders).to(self.device)
+        lpips, niqe = perceptual.lpips, perceptual.niqe_model
+        self.val_lpips = nn.ModuleList(LPIPSMetric(lpips, b) for b in borders if lpips is not None).to(self.device)
+        self.val_niqe = nn.ModuleList(NIQEMetric(niqe, b) for b in borders if niqe is not None).to(self.device)
+
+    def val_borders(self, names: list[str]) -> list[int]:
+        """Pixels shaved by the metrics of each validation loader: ``val.crop_border`` (default: the scale)."""
+        return [self.crop_border] * len(names)
 
     # ------------------------------------------------------------------ training
     def train_forward_kwargs(self, batch: Mapping[str, Tensor]) -> dict[str, Any]:
@@ -270,42 +278,19 @@ class SRModule(L.LightningModule):
             name = batch.get("name", ["?"])
             where = f" at x{kwargs['scale']:g}" if "scale" in kwargs else ""
             raise ValueError(f"SR output {tuple(sr.shape)}{where} does not match HR {tuple(hr.shape)} for image {name}")
-        self.val_psnr[dataloader_idx].update(sr, hr)
-        self.val_ssim[dataloader_idx].update(sr, hr)
-        if self._sync_perceptual():
-            for metrics in (self.val_lpips, self.val_niqe):
-                if len(metrics):
-                    metrics[dataloader_idx].update(sr, hr)
+        for metrics in (self.val_psnr, self.val_ssim, self.val_lpips, self.val_niqe):
+            if len(metrics):
+                metrics[dataloader_idx].update(sr, hr)
         return sr
 
-    def _sync_perceptual(self) -> bool:
-        """Make ``val_lpips`` / ``val_niqe`` one metric per loader with the protocol (shave, rounding) of that loader's
-        PSNR metric, also when a subclass builds its own PSNR metrics; False when no perceptual metric is on."""
-        perceptual: PerceptualMetrics = self.__dict__["_perceptual"]
-        if not perceptual:
-            return False
-        protocols = [m.protocol for m in self.val_psnr]
-        if perceptual.lpips is not None and [m.protocol.crop_border for m in self.val_lpips] != [
-            p.crop_border for p in protocols
-        ]:
-            self.val_lpips = nn.ModuleList(
-                LPIPSMetric(perceptual.lpips, p.crop_border, quantize=p.quantize) for p in protocols
-            ).to(self.device)
-        if perceptual.niqe_model is not None and [m.protocol.crop_border for m in self.val_niqe] != [
-            p.crop_border for p in protocols
-        ]:
-            self.val_niqe = nn.ModuleList(
-                NIQEMetric(perceptual.niqe_model, p.crop_border, quantize=p.quantize) for p in protocols
-            ).to(self.device)
-        return True
-
-    def _perceptual_means(self, i: int) -> dict[str, Tensor]:
-        """``{"lpips": mean, "niqe": mean}`` of loader ``i`` (those computed), and reset them."""
+    def _epoch_means(self, i: int) -> dict[str, Tensor]:
+        """``{"psnr", "ssim"[, "lpips", "niqe"]: mean}`` of loader ``i`` (float32), and reset those metrics."""
         out = {}
-        for name, metrics in (("lpips", self.val_lpips), ("niqe", self.val_niqe)):
-            if i < len(metrics):
-                out[name] = metrics[i].compute().float()
-                metrics[i].reset()
+        metrics = (("psnr", self.val_psnr), ("ssim", self.val_ssim), ("lpips", self.val_lpips), ("niqe", self.val_niqe))
+        for name, per_loader in metrics:
+            if i < len(per_loader):
+                out[name] = per_loader[i].compute().float()
+                per_loader[i].reset()
         return out
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -315,15 +300,11 @@ class SRModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         for i, name in enumerate(self.val_names):
-            psnr, ssim = self.val_psnr[i].compute(), self.val_ssim[i].compute()
-            self.val_psnr[i].reset()
-            self.val_ssim[i].reset()
-            self.log(f"val/{name}/psnr", psnr.float(), sync_dist=False)
-            self.log(f"val/{name}/ssim", ssim.float(), sync_dist=False)
-            for metric, value in self._perceptual_means(i).items():
+            means = self._epoch_means(i)
+            for metric, value in means.items():
                 self.log(f"val/{name}/{metric}", value, sync_dist=False)
             if i == 0:  # the first set is the one ModelCheckpoint tracks as ``val/psnr``
-                self.log("val/psnr", psnr.float(), prog_bar=True, sync_dist=False)
+                self.log("val/psnr", means["psnr"], prog_bar=True, sync_dist=False)
         if self._image_rows:
             self._log_images()
             self._image_rows.clear()
@@ -333,12 +314,8 @@ class SRModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         for i, name in enumerate(self.val_names):
-            self.log(f"test/{name}/psnr", self.val_psnr[i].compute().float())
-            self.log(f"test/{name}/ssim", self.val_ssim[i].compute().float())
-            for metric, value in self._perceptual_means(i).items():
+            for metric, value in self._epoch_means(i).items():
                 self.log(f"test/{name}/{metric}", value)
-            self.val_psnr[i].reset()
-            self.val_ssim[i].reset()
 
     def _log_images(self) -> None:
         """LR (nearest-upsampled) | SR | HR crops: to wandb/TensorBoard when used, else PNGs in the run folder."""
@@ -409,12 +386,23 @@ class SRModule(L.LightningModule):
 
     def export_weights(self, out_dir: str | Path, stem: str = "net_g_latest") -> dict[str, Path]:
         """Write ``<stem>.pth`` (BasicSR ``{'params', 'params_ema'}``) and ``<stem>.safetensors`` (EMA weights)."""
-        out_dir = Path(out_dir)
+        raw, ema = self.weights_to_export()
+        return self.write_weights(Path(out_dir), stem, raw, ema, self.scale)
+
+    def weights_to_export(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The raw and the evaluated (EMA when there is one) network weights, on the CPU."""
         raw = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
         ema = {k: v.detach().cpu() for k, v in self.eval_net.state_dict().items()}
+        return raw, ema
+
+    def write_weights(
+        self, out_dir: Path, stem: str, raw: dict[str, Tensor], ema: dict[str, Tensor], scale: int
+    ) -> dict[str, Path]:
+        """``<stem>.pth`` (BasicSR layout; ``params_ema`` only when there is an EMA net) and ``<stem>.safetensors``
+        (``ema``, with the arch and ``scale`` as metadata)."""
         pth, st = out_dir / f"{stem}.pth", out_dir / f"{stem}.safetensors"
         export_basicsr(pth, raw, ema if self.net_ema is not None else None)
-        save_safetensors(st, ema, metadata={"arch": str(self.hparams.arch), "scale": str(self.scale)})
+        save_safetensors(st, ema, metadata={"arch": str(self.hparams.arch), "scale": str(scale)})
         return {"basicsr": pth, "safetensors": st}
 
 
