@@ -187,6 +187,27 @@ def test_table7_sweeps_and_report(samples_root: Path, tmp_path: Path, run_cli: C
         assert torch.equal(load_model(weights / "net_g_latest.pth", scale=3)(x), net(x, scale=3))
     with pytest.raises(ValueError, match=r"heads for x\[2, 3, 4\] .*pass scale="):
         load_model(weights / "net_g_latest.pth")
+    # sresolve-upscale on the multi-scale file: scale=3 picks the x3 head
+    from conftest import compose_cfg
+    from sresolve.cli.upscale import run_upscale
+    from sresolve.data.io import read_image, write_image
+
+    write_image(tmp_path / "lr.png", x[0])
+    up = compose_cfg(
+        "infer",
+        [
+            f"input={tmp_path / 'lr.png'}",
+            f"output={tmp_path / 'up'}",
+            f"weights={weights / 'net_g_latest.pth'}",
+            "scale=3",
+            "device=cpu",
+        ],
+        tmp_path / "up_run",
+    )
+    (written,) = run_upscale(up)
+    lr8 = read_image(tmp_path / "lr.png")[None]
+    with torch.no_grad():
+        assert torch.allclose(read_image(written)[None], net(lr8, scale=3).clamp(0, 1), atol=1 / 255)
     fine = tmp_path / "fine"
     run_cli(
         "train",

@@ -223,7 +223,7 @@ def load_model(
         if overrides.get("scale") not in heads:
             raise ValueError(
                 f"{source} holds one body and heads for x{heads} (multi-related-task pre-training): pass scale=<one "
-                f"of {heads}> or load its net_g_*_x<s> export"
+                f"of {heads}> (sresolve-upscale: scale=<s>) or load its net_g_*_x<s> export"
             )
         sd = single_scale_state_dict(sd, overrides.pop("scale"))
     found = detect_arch(sd)
