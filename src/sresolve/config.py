@@ -21,6 +21,8 @@ RECIPE_KEYS = frozenset(
         "total_iter",
         "ema_decay",
         "compile",
+        "compile_backend",  # torch.compile backend: inductor (default), aot_eager / eager (debugging, tests)
+        "channels_last",
         "optim",
         "sched",
         "loss",

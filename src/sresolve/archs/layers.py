@@ -580,6 +580,10 @@ class WindowTransformerSR(nn.Module):
     in_channels: int = 3
     out_channels: int = 3
     pad_mode: PadMode = "reflect"
+    #: Why fp16 training is refused (``trainer.precision=16-mixed``): window self-attention SR transformers (SwinIR,
+    #: HAT, DAT) are known to overflow in half precision (spandrel marks them ``supports_half=False``); bf16 has
+    #: float32's range.
+    fp16_unsafe: str | None = "fp16 overflows in window attention (HAT / HMA / EQSR attention logits and activations)"
     layers: nn.ModuleList
 
     def _init_head(
@@ -661,6 +665,7 @@ class MultiScaleHeads(nn.Module):
 
     in_channels: int = 3
     out_channels: int = 3
+    fp16_unsafe: str | None = WindowTransformerSR.fp16_unsafe
 
     def __init__(self, nets: Mapping[int, nn.Module]) -> None:
         super().__init__()

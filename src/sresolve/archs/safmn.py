@@ -256,6 +256,9 @@ class SAFMN(nn.Module):
 
     in_channels: int = 3
     out_channels: int = 3
+    #: fp16 training is refused (spandrel marks SAFMN ``supports_half=False``: the variance of the LayerNorm and the
+    #: SAFM modulation products leave fp16's range); bf16 is used instead.
+    fp16_unsafe: str | None = "fp16 overflows in SAFMN's normalisation and modulation products"
 
     def __init__(
         self,

@@ -65,6 +65,8 @@ def build_module(cfg: DictConfig) -> Any:
             total_iter=int(recipe["total_iter"]),
             val=val_cfg,
             compile=bool(recipe.get("compile", False)),
+            compile_backend=str(recipe.get("compile_backend", "inductor")),
+            channels_last=bool(recipe.get("channels_last", False)),
             **extra,
         )
     except (KeyError, TypeError, ValueError, FileNotFoundError) as err:  # FileNotFoundError: VGG weights missing
@@ -82,12 +84,19 @@ def build_datamodule(cfg: DictConfig) -> Any:
 
 
 def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
-    """``ckpt_path=last`` → this run's ``checkpoints/last.ckpt``; a fresh start archives old checkpoints."""
+    """``ckpt_path=last`` → this run's ``checkpoints/last.ckpt``; a fresh start archives old checkpoints. A submitit
+    job (``hydra/launcher=slurm``) whose folder already holds a ``last.ckpt`` is that job requeued after its time
+    limit or a preemption: it resumes (each launch writes a new sweep folder, so a new job never finds one)."""
+    from sresolve.models.checkpoint_io import submitit_signal
+
     ckpt_dir = output_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if cfg.ckpt_path == "last":
         if not last.is_file():
             raise ConfigError(f"ckpt_path=last but {last} does not exist: nothing to resume in run '{cfg.run_name}'")
+        return str(last)
+    if cfg.ckpt_path is None and submitit_signal() is not None and last.is_file():
+        log.warning("submitit job requeued: resuming from %s", last)
         return str(last)
     if cfg.ckpt_path is None and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         archived = ckpt_dir.with_name(f"checkpoints_archived_{time.strftime('%Y%m%d_%H%M%S')}")
@@ -99,6 +108,7 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, export weights, return the final validation metrics (for sweeps)."""
     from sresolve.data.io import ImageReadError
+    from sresolve.loggers import build_loggers, finish_wandb_runs, record_wandb_run
     from sresolve.models.checkpoint_io import AtomicCheckpointIO
 
     validate_train_cfg(cfg)
@@ -110,7 +120,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resolve_ckpt_path(cfg, output_dir)
     init = initialise(cfg, module, output_dir) if ckpt_path is None else _previous_init(output_dir)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    loggers = build_loggers(cfg)  # errors name logger.<key>
     if not loggers:  # nothing to monitor into (logger=none)
         callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
     trainer: L.Trainer = instantiate(
@@ -119,6 +129,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         run_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         OmegaConf.save(run_cfg, output_dir / "config.yaml", resolve=True)
+        record_wandb_run(loggers, run_cfg)  # wandb: resolved config + git commit (rank zero)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except (FileNotFoundError, ImageReadError) as err:  # data missing or unreadable: name it, no traceback
@@ -132,6 +143,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log.info("exported weights: %s", ", ".join(str(p) for p in paths.values()))
         best = next((c for c in callbacks if getattr(c, "monitor", None) and c.best_model_path), None)
         write_results(cfg, output_dir, metrics, int(trainer.global_step), best, init)
+        finish_wandb_runs(loggers, metrics, int(trainer.global_step))  # wandb: `results` table, run finished
         log.info(
             "run folder: %s | best checkpoint: %s | final val: %s",
             output_dir,
@@ -180,7 +192,10 @@ def write_results(
     cfg: DictConfig, output_dir: Path, metrics: dict[str, float], step: int, best: Any, init: dict[str, Any] | None
 ) -> Path:
     """``<run>/results.json``: the final validation metrics, the best tracked score, the step, the scale, network,
-    data and initialisation of the run (what ``sresolve-collect`` reads to build result tables)."""
+    data and initialisation of the run (what ``sresolve-collect`` reads to build result tables), and the git commit of
+    the source (``{"sha", "dirty"}``, null outside a git checkout: :func:`sresolve.provenance.git_commit`)."""
+    from sresolve.provenance import git_commit
+
     best_score = getattr(best, "best_model_score", None)
     payload = {
         "run_name": str(cfg.run_name),
@@ -191,6 +206,7 @@ def write_results(
         "metrics": metrics,
         "best": {str(best.monitor): float(best_score)} if best_score is not None else {},
         "pretrain": init,
+        "git": git_commit(),
     }
     return _write_json(output_dir / "results.json", payload)
 
@@ -209,7 +225,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     except ConfigError as err:  # one line naming the key, not a traceback
         raise SystemExit(f"sresolve-train: config error: {err}") from None
-    return metrics.get("val/psnr")
+    key = str(cfg.get("optimized_metric") or "val/psnr")
+    if key not in metrics:  # a sweeper has nothing to optimise: say which key and what exists
+        log.warning("optimized_metric=%r was not logged (logged: %s); the job returns None", key, sorted(metrics))
+    return metrics.get(key)
 
 
 def main() -> None:

@@ -49,6 +49,8 @@ class ArbitraryScaleSRModule(SRModule):
         total_iter: int = 800_000,
         val: Mapping[str, Any] | None = None,
         compile: bool = False,
+        compile_backend: str = "inductor",
+        channels_last: bool = False,
     ) -> None:
         val = dict(val or {})
         border = val.get("crop_border")
@@ -56,7 +58,9 @@ class ArbitraryScaleSRModule(SRModule):
         if not (self.border_rule == "ceil_scale" or (isinstance(self.border_rule, int) and self.border_rule >= 0)):
             raise ValueError(f"val.crop_border must be an int >= 0 or 'ceil_scale' (LIIF convention), got {border!r}")
         val["crop_border"] = self.border_rule if isinstance(self.border_rule, int) else DEFAULT_CROP_BORDER
-        super().__init__(arch, arch_kwargs, optim, sched, loss, ema_decay, total_iter, val, compile)
+        super().__init__(
+            arch, arch_kwargs, optim, sched, loss, ema_decay, total_iter, val, compile, compile_backend, channels_last
+        )
         if not getattr(self.net, "arbitrary_scale", False):
             raise ValueError(
                 f"model.task=arbitrary_scale needs an arbitrary-scale network (e.g. eqsr); {arch!r} has a fixed x"

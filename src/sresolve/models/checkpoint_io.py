@@ -1,5 +1,5 @@
 """Checkpoints for Lightning that lose nothing: atomic writes (a crash or a kill during a save never leaves a truncated
-``last.ckpt``) and a checkpoint on preemption (SIGTERM / SIGUSR1)."""
+``last.ckpt``) and a checkpoint on preemption (SIGTERM / SIGUSR1, and submitit's timeout signal before a requeue)."""
 
 from __future__ import annotations
 
@@ -43,11 +43,17 @@ class PreemptionCheckpoint(Callback):
     checkpoint IO, and the training CLI exits with status 143 (128 + SIGTERM). SIGUSR1 is turned into SIGTERM unless
     another handler owns it (Lightning's SLURM auto-requeue). Other exceptions save nothing: a crash must not
     overwrite the last good checkpoint.
+
+    In a submitit job (Hydra's submitit launchers) submitit's own signal (USR2, ``signal_delay_s`` before the time
+    limit) is handled the same way, and submitit's handler runs after the checkpoint is written: it requeues the job,
+    whose training then resumes from this ``last.ckpt`` (:func:`sresolve.cli.train.resolve_ckpt_path`).
     """
 
     def __init__(self, dirpath: str | Path, filename: str = "last") -> None:
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self._previous_usr1: Any = None
+        self._submitit: tuple[signal.Signals, Any] | None = None  # (its signal, its requeue handler)
+        self._requeue = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after Lightning registered its own handlers (it restores what it found then when the fit ends)
@@ -55,6 +61,14 @@ class PreemptionCheckpoint(Callback):
             return
         if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
             self._previous_usr1 = signal.signal(signal.SIGUSR1, _usr1_as_sigterm)
+        sig = submitit_signal()
+        if sig is not None and callable(signal.getsignal(sig)):
+            self._submitit = (sig, signal.signal(sig, self._checkpoint_then_requeue))
+
+    def _checkpoint_then_requeue(self, signum: int, frame: Any) -> None:
+        """submitit's timeout/preemption signal: finish the batch and checkpoint like SIGTERM, then requeue."""
+        self._requeue = True
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
@@ -72,6 +86,12 @@ class PreemptionCheckpoint(Callback):
                 trainer.global_step,
                 self.path,
             )
+        if self._requeue and self._submitit is not None:
+            # submitit's own handler resubmits the job (same overrides, same folder: it resumes this last.ckpt)
+            # and exits the process; on ranks other than 0 it returns and the SIGTERM exit follows.
+            self._requeue = False
+            sig, requeue = self._submitit
+            requeue(sig, None)
 
     def _same_folder(self, dirpath: str | None) -> bool:
         return dirpath is not None and Path(dirpath).resolve() == self.path.parent.resolve()
@@ -80,6 +100,18 @@ class PreemptionCheckpoint(Callback):
         if self._previous_usr1 is not None:
             signal.signal(signal.SIGUSR1, self._previous_usr1)
             self._previous_usr1 = None
+        if self._submitit is not None and not self._requeue:
+            signal.signal(*self._submitit)
+            self._submitit = None
+
+
+def submitit_signal() -> signal.Signals | None:
+    """The signal submitit sends before a job's time limit (and on preemption) when this process is a submitit job
+    (``hydra/launcher=slurm`` / ``submitit_local``): ``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default; else None."""
+    if "SUBMITIT_EXECUTOR" not in os.environ:
+        return None
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    return getattr(signal, f"SIG{name}", None)
 
 
 def _usr1_as_sigterm(signum: int, frame: Any) -> None:

@@ -53,10 +53,14 @@ class MultiTaskSRModule(SRModule):
         total_iter: int = 800_000,
         val: Mapping[str, Any] | None = None,
         compile: bool = False,
+        compile_backend: str = "inductor",
+        channels_last: bool = False,
         scales: Sequence[int] = DEFAULT_SCALES,
     ) -> None:
         self.val_scales: list[int] = []
-        super().__init__(arch, arch_kwargs, optim, sched, loss, ema_decay, total_iter, val, compile)
+        super().__init__(
+            arch, arch_kwargs, optim, sched, loss, ema_decay, total_iter, val, compile, compile_backend, channels_last
+        )
         self.scale = int(dict(arch_kwargs).get("scale", self.net.scale))
         if self.scale not in self.net.scales:
             raise ValueError(f"scale={self.scale} (the target scale) must be one of pretrain.scales={list(scales)}")

@@ -82,6 +82,8 @@ class RefSRGANModule(SRModule):
         total_iter: int = 138_495,
         val: Mapping[str, Any] | None = None,
         compile: bool = False,
+        compile_backend: str = "inductor",
+        channels_last: bool = False,
         gan: Mapping[str, Any] | None = None,
         hr_patch_size: int = 160,
     ) -> None:
@@ -106,7 +108,19 @@ class RefSRGANModule(SRModule):
         val = dict(val or {})
         if val.get("crop_border") is None:
             val["crop_border"] = 0  # RefSR convention (C12)
-        super().__init__(arch, arch_kwargs, optim, sched, {"l1": 1.0}, ema_decay, total_iter, val, compile)
+        super().__init__(
+            arch,
+            arch_kwargs,
+            optim,
+            sched,
+            {"l1": 1.0},
+            ema_decay,
+            total_iter,
+            val,
+            compile,
+            compile_backend,
+            channels_last,
+        )
         if not getattr(self.net, "needs_references", False):
             raise ValueError(f"model.task=refsr_gan needs a reference-based network (amrsr); {arch!r} is not one")
         self.automatic_optimization = False
@@ -157,12 +171,8 @@ class RefSRGANModule(SRModule):
             key = (dataloader_idx, tuple(batch["name"]), str(batch.get("ref_names")), matcher.extra_repr())
         return {"refs": batch["refs"], "names": batch.get("name"), "cache_key": key}
 
-    def on_fit_start(self) -> None:
-        precision = str(self.trainer.precision)
-        if precision.startswith("16"):
-            raise ValueError(
-                f"trainer.precision={precision}: fp16 overflows in the Gram texture loss and WGAN-GP; use bf16-mixed"
-            )
+    def fp16_refusal(self) -> str | None:
+        return "fp16 overflows in the Gram texture loss and WGAN-GP"
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:

@@ -95,7 +95,11 @@ class SRModule(L.LightningModule):
             LR|SR|HR crops), ``lpips`` / ``lpips_net`` / ``lpips_backbone`` and ``niqe`` / ``niqe_model`` (the
             perceptual metrics, off by default; a missing weights or model file skips the metric with one warning,
             :func:`sresolve.metrics.perceptual_from_config`).
-        compile: ``torch.compile`` the network's training forward (checkpoints keep plain keys).
+        compile: ``torch.compile`` the network's training forward (:meth:`compile_target`) with ``compile_backend``;
+            the compiled wrapper stays out of the module tree, so checkpoints and exported weights keep plain keys
+            (no ``_orig_mod.``), and validation/test run the eager network, so images of any size never recompile.
+        channels_last: NHWC memory format for the networks and the image batches (faster convolutions on GPUs with
+            tensor cores, notably in bf16; ``benchmarks/bench_train.py`` measures it per family).
     """
 
     def __init__(
@@ -109,6 +113,8 @@ class SRModule(L.LightningModule):
         total_iter: int = 500_000,
         val: Mapping[str, Any] | None = None,
         compile: bool = False,
+        compile_backend: str = "inductor",
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -161,11 +167,35 @@ class SRModule(L.LightningModule):
         )
 
     def setup(self, stage: str) -> None:
+        if self.hparams.get("channels_last", False):
+            self.to(memory_format=torch.channels_last)  # conv weights NHWC; batches follow (on_after_batch_transfer)
         if stage == "fit" and self.hparams.compile:
             # Kept out of the module tree so state-dict keys never carry ``_orig_mod.``.
-            object.__setattr__(self, "_train_forward", torch.compile(self.compile_target()))
+            target = torch.compile(self.compile_target(), backend=self.hparams.get("compile_backend", "inductor"))
+            object.__setattr__(self, "_train_forward", target)
         names = getattr(getattr(self.trainer, "datamodule", None), "val_names", None) if self._trainer else None
         self.set_val_names(list(names) if names else ["val"])
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """With ``channels_last``, the batch's images (4-D tensors, also in nested dicts) move to NHWC, in place."""
+        if self.hparams.get("channels_last", False):
+            _to_channels_last(batch)
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.on_train_batch_start(batch, batch_idx)
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.on_train_batch_start(batch, batch_idx)
+
+    def on_fit_start(self) -> None:
+        reason = self.fp16_refusal()
+        precision = str(self.trainer.precision)
+        if reason is not None and precision.startswith("16"):
+            raise ValueError(f"trainer.precision={precision}: {reason}; use trainer.precision=bf16-mixed")
+
+    def fp16_refusal(self) -> str | None:
+        """Why fp16 training is refused for this network (its class's ``fp16_unsafe``), or None when it is allowed."""
+        return getattr(self.net, "fp16_unsafe", None)
 
     def compile_target(self) -> nn.Module:
         """What ``compile=True`` compiles for training: the network (subclasses may narrow it)."""
@@ -326,7 +356,8 @@ class SRModule(L.LightningModule):
         for logger in self.loggers:
             exp = getattr(logger, "experiment", None)
             if type(logger).__name__ == "WandbLogger":
-                logger.log_image(key=tag, images=[grid], step=step)
+                # wandb (0.2x+) casts pixel values to uint8 as they are: send 0..255, rounded, not floats in [0, 1]
+                logger.log_image(key=tag, images=[grid.mul(255).round().to(torch.uint8)], step=step)
                 return
             if hasattr(exp, "add_image"):
                 exp.add_image(tag, grid, step)
@@ -441,3 +472,13 @@ def _python_state_to_tensors(state: tuple) -> dict[str, Any]:
 
 def _python_state_from_tensors(d: Mapping[str, Any]) -> tuple:
     return (int(d["version"]), tuple(int(x) for x in d["internal"].tolist()), d["gauss"])
+
+
+def _to_channels_last(batch: Any) -> None:
+    """Replace every 4-D tensor of a (nested) dict/list batch by its NHWC copy."""
+    items = batch.items() if isinstance(batch, dict) else enumerate(batch) if isinstance(batch, list) else ()
+    for key, value in list(items):
+        if isinstance(value, Tensor) and value.ndim == 4:
+            batch[key] = value.contiguous(memory_format=torch.channels_last)
+        elif isinstance(value, dict | list):
+            _to_channels_last(value)
