@@ -43,6 +43,7 @@ bench: install  ## benchmark scripts (print ratios against in-run references)
 	$(PY) benchmarks/bench_eqsr.py
 	$(PY) benchmarks/bench_amrsr.py
 	$(PY) benchmarks/bench_lam.py
+	$(PY) benchmarks/bench_train.py
 
 clean:  ## remove outputs
 	rm -rf outputs multirun demo_out .pytest_cache

@@ -157,3 +157,32 @@ def test_fp16_is_refused_with_a_message_naming_bf16(
     with pytest.raises(ValueError, match=rf"trainer.precision=16-true: fp16 overflows in .*{reason}.*bf16-mixed"):
         train(cfg)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize("family", ["hat", "hma", "eqsr"])
+def test_compiled_training_forward_is_one_graph_compiled_once(family: str) -> None:
+    """Three compiled training steps (aot_eager) of the window transformers: one graph, no graph break, no recompile
+    (the shift-mask cache and EQSR's scale check stay out of the traced code)."""
+    from torch._dynamo.utils import counters
+
+    from sresolve import archs
+
+    kw: dict[str, Any] = {"embed_dim": 32, "depths": [1], "num_heads": [2], "window_size": 8}
+    if family == "eqsr":
+        kw.update(decoder_dim=16, depths=[1, 1], num_heads=[2, 2])
+    net = archs.create(family, scale=2, **kw)
+    torch._dynamo.reset()
+    counters.clear()
+    step = torch.compile(net, backend="aot_eager")
+    g = torch.Generator().manual_seed(0)
+    for i in range(3):
+        x = torch.rand(2, 3, 32, 32, generator=g)
+        if family == "eqsr":  # per-sample scales and query windows, as the arbitrary-scale training batches
+            coord = torch.rand(2, 24, 24, 2, generator=g) * 2 - 1
+            y = step(x, scale=torch.tensor([2.0, 3.0]) + 0.1 * i, coord=coord, cell=torch.tensor([2 / 64, 2 / 96]))
+        else:
+            y = step(x)
+        y.mean().backward()
+    assert counters["stats"]["unique_graphs"] == 1
+    assert sum(counters["graph_break"].values()) == 0
+    assert not counters["recompiles"]

@@ -583,7 +583,9 @@ class EQSR(WindowTransformerSR):
             t = t.expand(batch)
         if t.numel() != batch:
             raise ValueError(f"EQSR: {name} has {t.numel()} values for a batch of {batch}")
-        if not bool(torch.isfinite(t).all()) or bool((t <= 0).any()):
+        # checked eagerly (the data pipeline's scales); under torch.compile the check would break the graph and
+        # synchronise with the device every step
+        if not torch.compiler.is_compiling() and (not bool(torch.isfinite(t).all()) or bool((t <= 0).any())):
             raise ValueError(f"EQSR: {name} must be finite and > 0, got {t.tolist()}")
         return t
 

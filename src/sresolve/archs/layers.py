@@ -285,6 +285,10 @@ class ShiftMaskCache:
         self._masks: dict[tuple[int, int, torch.dtype, torch.device], Tensor] = {}
 
     def __call__(self, height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        if torch.compiler.is_compiling():
+            # traced into the graph (constant for the compiled size); a dict lookup would guard on the cache's
+            # contents and recompile the whole forward once the first call has filled it
+            return calculate_shift_mask(height, width, self.window_size, self.shift_size, dtype, device)
         key = (height, width, dtype, device)
         mask = self._masks.get(key)
         if mask is None:
