@@ -141,3 +141,27 @@ def test_optuna_preset_maximises_the_validation_psnr(
     winner = lrs[psnr.index(max(psnr))]
     assert f"model.optim.lr={best['best_params']['model.optim.lr']}" in winner
     assert all(1e-5 <= float(o.split("=")[1]) <= 1e-3 for job in lrs for o in job if o.startswith("model.optim.lr="))
+
+
+def test_ddp_in_a_multirun_is_refused_unless_ranks_start_outside(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--multirun`` + ``trainer=ddp`` would make every rank re-launch the sweep (Lightning re-runs the command line):
+    refused with the alternatives; allowed with ddp_spawn, one device per job, or ranks started by SLURM/submitit."""
+    from sresolve.config import ConfigError, validate_train_cfg
+
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    base = [*TINY_SAFMN, *tiny_run(iters=2), "hydra.mode=MULTIRUN", "data.batch_size=4"]
+    ddp = make_cfg("train", [*base, "trainer=ddp"], tmp_path / "ddp")
+    with pytest.raises(ConfigError, match=r"trainer.strategy=ddp in a --multirun: .*hydra/launcher=slurm"):
+        validate_train_cfg(ddp)
+    validate_train_cfg(make_cfg("train", [*base, "trainer=ddp", "trainer.devices=1"], tmp_path / "one"))
+    validate_train_cfg(make_cfg("train", [*base, "trainer=ddp_cpu"], tmp_path / "spawn"))
+    ddp = make_cfg("train", [*base, "trainer=ddp"], tmp_path / "slurm")
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    validate_train_cfg(ddp)
+    monkeypatch.delenv("SUBMITIT_EXECUTOR")
+    plain = [*TINY_SAFMN, *tiny_run(iters=2), "data.batch_size=4", "trainer=ddp"]
+    single_run = make_cfg("train", plain, tmp_path / "r")
+    validate_train_cfg(single_run)  # a plain run: Lightning's launcher is right there

@@ -119,3 +119,23 @@ def validate_train_cfg(cfg: DictConfig) -> None:
         raise ConfigError(f"model.ema_decay must be a number in [0, 1), got {decay!r}")
     if cfg.ckpt_path not in (None, "last") and not Path(str(cfg.ckpt_path)).is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint file (use 'last' to resume this run)")
+    check_ddp_sweep(to_dict(cfg.trainer))
+
+
+def check_ddp_sweep(trainer: Mapping[str, Any]) -> None:
+    """A Hydra multirun cannot start ``strategy=ddp`` processes itself: Lightning's script launcher re-runs the command
+    line for every other rank, and with ``--multirun`` on it each rank would launch the whole sweep again. Allowed:
+    ranks started from outside (SLURM / submitit: ``hydra/launcher=slurm``), ``ddp_spawn`` / ``ddp_fork``
+    (``trainer=ddp_cpu``), or one device per job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    one_process = trainer.get("devices", 1) in (1, "1") and int(trainer.get("num_nodes", 1) or 1) == 1
+    external = "SLURM_NTASKS" in os.environ or "SUBMITIT_EXECUTOR" in os.environ
+    if str(trainer.get("strategy")) == "ddp" and not one_process and not external:
+        raise ConfigError(
+            "trainer.strategy=ddp in a --multirun: every DDP rank would re-launch the whole sweep. Use "
+            "hydra/launcher=slurm (ranks started by SLURM), trainer.strategy=ddp_spawn, or trainer.devices=1 per job"
+        )
