@@ -153,8 +153,8 @@ def test_fp16_is_refused_with_a_message_naming_bf16(
     cfg = make_cfg(
         "train", [*FAMILIES[family], *tiny_run(iters=2), "logger=none", "trainer.precision=16-true"], tmp_path
     )
-    reason = {"safmn": "SAFMN's normalisation", "hat": "window attention", "amrsr": "Gram texture loss"}[family]
-    with pytest.raises(ValueError, match=rf"trainer.precision=16-true: fp16 overflows in .*{reason}.*bf16-mixed"):
+    reason = {"safmn": "SAFMN is not fp16-safe", "hat": "fp16 overflows in window attention", "amrsr": "Gram"}[family]
+    with pytest.raises(ValueError, match=rf"trainer.precision=16-true: .*{reason}.*use trainer.precision=bf16-mixed"):
         train(cfg)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 

@@ -256,9 +256,9 @@ class SAFMN(nn.Module):
 
     in_channels: int = 3
     out_channels: int = 3
-    #: fp16 training is refused (spandrel marks SAFMN ``supports_half=False``: the variance of the LayerNorm and the
-    #: SAFM modulation products leave fp16's range); bf16 is used instead.
-    fp16_unsafe: str | None = "fp16 overflows in SAFMN's normalisation and modulation products"
+    #: fp16 training is refused: spandrel marks SAFMN ``supports_half=False`` (not reproduced here: no trained
+    #: weights on the test machines); bf16 keeps float32's range at the same speed on bf16 hardware.
+    fp16_unsafe: str | None = "SAFMN is not fp16-safe (spandrel marks it supports_half=False)"
 
     def __init__(
         self,

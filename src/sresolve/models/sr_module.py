@@ -168,7 +168,7 @@ class SRModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if self.hparams.get("channels_last", False):
-            self.to(memory_format=torch.channels_last)  # conv weights NHWC; batches follow (on_after_batch_transfer)
+            self.to(memory_format=torch.channels_last)  # conv weights NHWC; batches follow (on_*_batch_start)
         if stage == "fit" and self.hparams.compile:
             # Kept out of the module tree so state-dict keys never carry ``_orig_mod.``.
             target = torch.compile(self.compile_target(), backend=self.hparams.get("compile_backend", "inductor"))
