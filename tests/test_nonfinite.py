@@ -88,3 +88,29 @@ def test_repeated_nonfinite_steps_stop_the_run_with_a_message(
         train(cfg)
     with pytest.raises(ConfigError, match="nonfinite_limit"):
         train(make_cfg("train", [*TINY_SAFMN, "nonfinite_limit=0"], tmp_path / "bad"))
+
+
+def test_gan_generator_nonfinite_steps_stop_the_run_despite_finite_discriminator_steps(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AMRSR (manual optimisation): a generator loss that is always NaN in the GAN phase, while the discriminator's
+    steps (2 per generator step) stay finite. Each generator step is skipped and counted; the consecutive count is
+    kept per optimizer, so the third one stops the run (the discriminator's finite steps in between do not reset
+    it)."""
+    from sresolve.cli.train import train
+    from sresolve.data.multiref import materialize_multiref_samples
+    from sresolve.models import RefSRGANModule
+    from test_precision_compile import FAMILIES
+
+    root = Path(make_cfg("train", [], tmp_path / "probe").paths.data_dir) / "samples"
+    materialize_multiref_samples(root, val_size=(48, 96))
+    loss = RefSRGANModule._generator_loss
+
+    def poisoned(self: RefSRGANModule, *args: Any, **kwargs: Any) -> Any:
+        total, parts = loss(self, *args, **kwargs)
+        return (total * float("nan"), parts) if self.global_step >= 1 else (total, parts)
+
+    monkeypatch.setattr(RefSRGANModule, "_generator_loss", poisoned)
+    cfg = make_cfg("train", [*FAMILIES["amrsr"], *tiny_run(iters=8), "logger=none", "nonfinite_limit=3"], tmp_path)
+    with pytest.raises(FloatingPointError, match=r"3 consecutive .* the last at step 3: the run stops"):
+        train(cfg)

@@ -143,7 +143,7 @@ class SRModule(L.LightningModule):
         self.val_names: list[str] = []
         self._image_rows: dict[int, Tensor] = {}
         self.nonfinite_steps = 0  # NaN/Inf guard (on_before_optimizer_step): skipped steps in the run, in a row
-        self._nonfinite_run = 0
+        self._nonfinite_run: dict[int, int] = {}  # per optimizer (a GAN's generator and discriminator apart)
         self._step_skipped = False
 
     # ------------------------------------------------------------------ networks
@@ -242,31 +242,33 @@ class SRModule(L.LightningModule):
         finite (a NaN/Inf loss makes them so), the gradients are dropped, so the optimizer leaves the weights and its
         own state untouched, and the EMA is not updated; the step still counts (``global_step``, scheduler, data
         position stay in step, also across DDP ranks, which all see the same all-reduced gradients). Skipped steps
-        are counted (``train/nonfinite_steps``, kept in checkpoints); ``nonfinite_limit`` in a row stop the run with
-        a message naming the step. Under fp16 the GradScaler already skips such steps and this guard stays out."""
+        are counted (``train/nonfinite_steps``, kept in checkpoints); ``nonfinite_limit`` in a row of one optimizer
+        (a GAN's finite discriminator steps do not reset its generator's count) stop the run with a message naming
+        the step. Under fp16 the GradScaler already skips such steps and this guard stays out."""
         self._step_skipped = False
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        key = id(optimizer)
         if not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
-            self._nonfinite_run = 0
+            self._nonfinite_run[key] = 0
             return
         for group in optimizer.param_groups:
             for p in group["params"]:
                 p.grad = None
         self._step_skipped = True
         self.nonfinite_steps += 1
-        self._nonfinite_run += 1
+        run = self._nonfinite_run[key] = self._nonfinite_run.get(key, 0) + 1
         self.log("train/nonfinite_steps", float(self.nonfinite_steps))
         log.warning(
             "non-finite loss or gradients at step %d: step skipped (%d in a row, %d in the run)",
             self.global_step,
-            self._nonfinite_run,
+            run,
             self.nonfinite_steps,
         )
-        if self._nonfinite_run >= self.nonfinite_limit:
+        if run >= self.nonfinite_limit:
             raise FloatingPointError(
-                f"{self._nonfinite_run} consecutive training steps with a non-finite loss or gradients, the last at "
+                f"{run} consecutive training steps with a non-finite loss or gradients, the last at "
                 f"step {self.global_step}: the run stops (nonfinite_limit={self.nonfinite_limit}). Train in "
                 "trainer.precision=bf16-mixed rather than fp16, lower model.optim.lr, or check the data"
             )
