@@ -186,3 +186,20 @@ def test_compiled_training_forward_is_one_graph_compiled_once(family: str) -> No
     assert counters["stats"]["unique_graphs"] == 1
     assert sum(counters["graph_break"].values()) == 0
     assert not counters["recompiles"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.compile_backend=inductr", r"model.compile_backend must be one of \[.*'inductor'.*\], got 'inductr'"),
+        ("model.compile=maybe", "model.compile must be true or false, got 'maybe'"),
+        ("model.channels_last=1", "model.channels_last must be true or false, got 1"),
+    ],
+)
+def test_bad_compile_and_memory_format_keys_are_named(
+    override: str, message: str, make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    from sresolve.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        train(make_cfg("train", [*TINY_SAFMN, *tiny_run(iters=2), "logger=none", override], tmp_path))

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sresolve.config import ConfigError, conf_dir, split_model_cfg, to_dict, validate_train_cfg
-from sresolve.validation import check_int
+from sresolve.validation import check_bool, check_choice, check_int
 
 log = logging.getLogger("sresolve.train")
 
@@ -64,15 +64,24 @@ def build_module(cfg: DictConfig) -> Any:
             ema_decay=float(recipe.get("ema_decay", 0.999)),
             total_iter=int(recipe["total_iter"]),
             val=val_cfg,
-            compile=bool(recipe.get("compile", False)),
-            compile_backend=str(recipe.get("compile_backend", "inductor")),
-            channels_last=bool(recipe.get("channels_last", False)),
+            compile=check_bool(recipe.get("compile", False), "model.compile"),
+            compile_backend=check_choice(
+                recipe.get("compile_backend", "inductor"), compile_backends(), "model.compile_backend"
+            ),
+            channels_last=check_bool(recipe.get("channels_last", False), "model.channels_last"),
             **extra,
         )
     except (KeyError, TypeError, ValueError, FileNotFoundError) as err:  # FileNotFoundError: VGG weights missing
         raise ConfigError(f"model (arch={arch!r}): {err}") from None
     module.nonfinite_limit = check_int(cfg.get("nonfinite_limit", 10), "nonfinite_limit", error=ConfigError)
     return module
+
+
+def compile_backends() -> list[str]:
+    """The ``torch.compile`` backends this torch knows (``inductor``, ``aot_eager``, ``eager``, ``cudagraphs``, ...)."""
+    import torch._dynamo
+
+    return torch._dynamo.list_backends(exclude_tags=())
 
 
 def build_datamodule(cfg: DictConfig) -> Any:
