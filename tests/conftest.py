@@ -36,6 +36,37 @@ def tiny_run(iters: int = 2, batch_size: int = 2, lr_patch_size: int = 16) -> li
     ]
 
 
+#: A tiny SAFMN (dim 8, one block).
+TINY_SAFMN = ["model=safmn", "model.dim=8", "model.n_blocks=1"]
+TINY_WINDOW = ["model.depths=[1]", "model.num_heads=[2]", "model.window_size=8", "model.drop_path_rate=0.0"]
+#: Tiny networks of every family (overrides of ``sresolve-train``) for runs of a few CPU steps; AMRSR and EQSR pull
+#: their sample experiments (AMRSR needs :func:`multiref_data_dir` as ``paths.data_dir``).
+FAMILIES: dict[str, list[str]] = {
+    "safmn": TINY_SAFMN,
+    "hat": ["model=hat", "model.embed_dim=12", "model.squeeze_factor=6", *TINY_WINDOW],
+    "hma": ["model=hma", "model.embed_dim=32", *TINY_WINDOW],
+    "eqsr": [
+        "experiment=eqsr_samples",
+        "model.embed_dim=16",
+        "model.decoder_dim=16",
+        *TINY_WINDOW,
+        "model.depths=[1,1]",
+        "model.num_heads=[2,2]",
+        "data.query_size=24",
+        "data.val_scales=[2.5]",
+    ],
+    "amrsr": [
+        "experiment=amrsr_samples",
+        "model.n_feats=8",
+        "model.n_feat_blocks=1",
+        "model.n_blocks=[1,1,1]",
+        "model.vgg_weights=random",
+        "model.gan.warmup_iter=1",
+        "data.n_refs=1",
+    ],
+}
+
+
 @pytest.fixture(scope="session")
 def samples_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded sample images, written once per test session."""
@@ -44,6 +75,17 @@ def samples_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("datasets") / "samples"
     materialize_samples(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def multiref_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding the embedded multi-reference set with small (48×96) validation crops, written once per
+    session into its own folder (other tests write other crop sizes into theirs)."""
+    from sresolve.data.multiref import materialize_multiref_samples
+
+    root = tmp_path_factory.mktemp("multiref") / "samples"
+    materialize_multiref_samples(root, val_size=(48, 96))
+    return root.parent
 
 
 def compose_cfg(config_name: str, overrides: list[str], output_dir: Path, data_dir: Path | None = None) -> DictConfig:

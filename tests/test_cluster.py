@@ -18,10 +18,9 @@ import torch
 import yaml
 from omegaconf import DictConfig
 
-from conftest import tiny_run
+from conftest import TINY_SAFMN, tiny_run
 
 TESTS = Path(__file__).resolve().parent
-TINY_SAFMN = ["model=safmn", "model.dim=8", "model.n_blocks=1"]
 
 
 class _Captured(Exception):

@@ -12,10 +12,10 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from conftest import tiny_run
+from conftest import FAMILIES, TINY_SAFMN, compose_cfg, tiny_run
 from sresolve.models.losses import WeightedLoss
 
-TINY_SAFMN = ["model=safmn", "model.dim=8", "model.n_blocks=1", *tiny_run(iters=6), "model.ema_decay=0.5"]
+RUN = [*TINY_SAFMN, *tiny_run(iters=6), "model.ema_decay=0.5"]
 
 
 def _poison(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int] | None) -> dict[str, int]:
@@ -55,7 +55,7 @@ def test_nonfinite_steps_are_skipped_and_counted(
         snapshots[-1].update({f"ema.{k}": v.detach().clone() for k, v in self.net_ema.state_dict().items()})
 
     monkeypatch.setattr(SRModule, "optimizer_step", record)
-    cfg = make_cfg("train", TINY_SAFMN, tmp_path)
+    cfg = make_cfg("train", RUN, tmp_path)
     with caplog.at_level(logging.WARNING, logger="sresolve.train"):
         metrics = train(cfg)
     assert calls["n"] == 6 and len(snapshots) == 6  # every batch still takes a step slot (global_step 6)
@@ -83,27 +83,23 @@ def test_repeated_nonfinite_steps_stop_the_run_with_a_message(
     from sresolve.config import ConfigError
 
     _poison(monkeypatch, None)
-    cfg = make_cfg("train", [*TINY_SAFMN, "nonfinite_limit=3"], tmp_path)
+    cfg = make_cfg("train", [*RUN, "nonfinite_limit=3"], tmp_path)
     with pytest.raises(FloatingPointError, match=r"3 consecutive .* the last at step 2: the run stops .*bf16-mixed"):
         train(cfg)
     with pytest.raises(ConfigError, match="nonfinite_limit"):
-        train(make_cfg("train", [*TINY_SAFMN, "nonfinite_limit=0"], tmp_path / "bad"))
+        train(make_cfg("train", [*RUN, "nonfinite_limit=0"], tmp_path / "bad"))
 
 
 def test_gan_generator_nonfinite_steps_stop_the_run_despite_finite_discriminator_steps(
-    make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    multiref_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """AMRSR (manual optimisation): a generator loss that is always NaN in the GAN phase, while the discriminator's
     steps (2 per generator step) stay finite. Each generator step is skipped and counted; the consecutive count is
     kept per optimizer, so the third one stops the run (the discriminator's finite steps in between do not reset
     it)."""
     from sresolve.cli.train import train
-    from sresolve.data.multiref import materialize_multiref_samples
     from sresolve.models import RefSRGANModule
-    from test_precision_compile import FAMILIES
 
-    root = Path(make_cfg("train", [], tmp_path / "probe").paths.data_dir) / "samples"
-    materialize_multiref_samples(root, val_size=(48, 96))
     loss = RefSRGANModule._generator_loss
 
     def poisoned(self: RefSRGANModule, *args: Any, **kwargs: Any) -> Any:
@@ -111,6 +107,7 @@ def test_gan_generator_nonfinite_steps_stop_the_run_despite_finite_discriminator
         return (total * float("nan"), parts) if self.global_step >= 1 else (total, parts)
 
     monkeypatch.setattr(RefSRGANModule, "_generator_loss", poisoned)
-    cfg = make_cfg("train", [*FAMILIES["amrsr"], *tiny_run(iters=8), "logger=none", "nonfinite_limit=3"], tmp_path)
+    overrides = [*FAMILIES["amrsr"], *tiny_run(iters=8), "logger=none", "nonfinite_limit=3"]
+    cfg = compose_cfg("train", overrides, tmp_path, data_dir=multiref_data_dir)
     with pytest.raises(FloatingPointError, match=r"3 consecutive .* the last at step 3: the run stops"):
         train(cfg)

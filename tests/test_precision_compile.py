@@ -10,39 +10,11 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from conftest import tiny_run
+from conftest import FAMILIES, TINY_SAFMN, compose_cfg, tiny_run
 from sresolve.checkpoints import load_model
 from sresolve.cli.train import train
-
-TINY_SAFMN = ["model=safmn", "model.dim=8", "model.n_blocks=1"]
-TINY_WINDOW = ["model.depths=[1]", "model.num_heads=[2]", "model.window_size=8", "model.drop_path_rate=0.0"]
-FAMILIES: dict[str, list[str]] = {
-    "safmn": TINY_SAFMN,
-    "hat": ["model=hat", "model.embed_dim=12", "model.squeeze_factor=6", *TINY_WINDOW],
-    "hma": ["model=hma", "model.embed_dim=32", *TINY_WINDOW],
-    "eqsr": [
-        "experiment=eqsr_samples",
-        "model.embed_dim=16",
-        "model.decoder_dim=16",
-        *TINY_WINDOW,
-        "model.depths=[1,1]",
-        "model.num_heads=[2,2]",
-        "data.query_size=24",
-        "data.val_scales=[2.5]",
-    ],
-    "amrsr": [
-        "experiment=amrsr_samples",
-        "model.n_feats=8",
-        "model.n_feat_blocks=1",
-        "model.n_blocks=[1,1,1]",
-        "model.vgg_weights=random",
-        "model.gan.warmup_iter=1",
-        "data.n_refs=1",
-    ],
-}
-
 
 #: The :class:`Record` callbacks of the runs of this process, in creation order.
 RECORDS: list[Record] = []
@@ -118,23 +90,16 @@ def test_compile_and_channels_last_train_the_same_weights_with_plain_keys(
 
 # ------------------------------------------------------------------------------------------------ bf16 / fp16
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_bf16_mixed_trains_every_family(family: str, make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+def test_bf16_mixed_trains_every_family(family: str, samples_root: Path, tmp_path: Path, request: Any) -> None:
     """Two steps in ``bf16-mixed`` (autocast on the CPU) and in fp32 from the same seed: the weights stay float32,
     the loss stays finite (no skipped step) and the validation PSNR, computed in float32 outside autocast, is within
     0.5 dB of the fp32 run's."""
-    if family == "amrsr":
-        from sresolve.data.multiref import materialize_multiref_samples
-
-        root = Path(make_cfg("train", [], tmp_path / "probe").paths.data_dir) / "samples"
-        materialize_multiref_samples(root, val_size=(48, 96))
+    data_dir = request.getfixturevalue("multiref_data_dir") if family == "amrsr" else samples_root.parent
     psnr = {}
     for precision in ("32-true", "bf16-mixed"):
         out = tmp_path / precision
-        cfg = make_cfg(
-            "train", [*FAMILIES[family], *tiny_run(iters=2), "logger=none", f"trainer.precision={precision}"], out
-        )
-        with open_dict(cfg):
-            cfg.data.num_workers = 0
+        overrides = [*FAMILIES[family], *tiny_run(iters=2), "logger=none", f"trainer.precision={precision}"]
+        cfg = compose_cfg("train", overrides, out, data_dir=data_dir)
         psnr[precision] = train(cfg)["val/psnr"]
         ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         assert ckpt["global_step"] == 2 and ckpt["nonfinite_steps"] == 0

@@ -13,12 +13,10 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from conftest import tiny_run
+from conftest import TINY_SAFMN, tiny_run
 
-TINY_SAFMN = [
-    "model=safmn",
-    "model.dim=8",
-    "model.n_blocks=1",
+RUN = [
+    *TINY_SAFMN,
     *tiny_run(iters=12, batch_size=4),
     "save_freq=100",  # no periodic checkpoint before the kill: the one on disk is the preemption's
     "val_freq=6",
@@ -45,7 +43,7 @@ def test_preempted_run_resumes_to_the_uninterrupted_weights(
 ) -> None:
     from sresolve.cli.train import PREEMPTED_EXIT_CODE, train
 
-    train(make_cfg("train", TINY_SAFMN, tmp_path / "straight"))
+    train(make_cfg("train", RUN, tmp_path / "straight"))
     kill = [
         f"+callbacks.kill._target_={__name__}.SignalAtStep",
         "+callbacks.kill.step=5",
@@ -53,13 +51,13 @@ def test_preempted_run_resumes_to_the_uninterrupted_weights(
     ]
     broken = tmp_path / "broken"
     with pytest.raises(SystemExit) as exit_info:
-        train(make_cfg("train", [*TINY_SAFMN, *kill], broken))
+        train(make_cfg("train", [*RUN, *kill], broken))
     assert exit_info.value.code == PREEMPTED_EXIT_CODE
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # the handler is given back
     saved = torch.load(broken / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 5  # written at the kill, after the running batch
     assert not (broken / "results.json").exists() and not (broken / "weights").exists()  # not a finished run
-    train(make_cfg("train", [*TINY_SAFMN, "ckpt_path=last"], broken))
+    train(make_cfg("train", [*RUN, "ckpt_path=last"], broken))
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(broken / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 12

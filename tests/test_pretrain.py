@@ -17,12 +17,11 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from conftest import tiny_run
+from conftest import TINY_SAFMN, tiny_run
 from sresolve.cli.train import build_module, initialise, train
 from sresolve.config import ConfigError, split_model_cfg
 
 STEPS = tiny_run(iters=1)
-TINY_SAFMN = ["model=safmn", "model.dim=8", "model.n_blocks=1"]
 TINY_HAT = [
     "model=hat",
     "model.embed_dim=12",

@@ -25,7 +25,8 @@ from sresolve.loggers import (
     wandb_credentials_available,
     wandb_offline,
 )
-from sresolve.provenance import git_commit, results_table
+from sresolve.provenance import git_commit
+from sresolve.results import results_table
 from test_training_extras import TINY
 
 SRC_DIR = Path(__file__).resolve().parents[1] / "src" / "sresolve"
@@ -269,7 +270,7 @@ def test_rank_zero_only(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(rank_zero_only, "rank", rank)
         lg = mock.MagicMock(spec=WandbLogger)
         lg._experiment = mock.MagicMock()
-        record_wandb_run([lg], {"scale": 4})
+        record_wandb_run([lg], {"scale": 4}, git_commit())
         finish_wandb_runs([lg], metrics, step=7)
         assert lg.log_hyperparams.call_count == calls and lg.log_table.call_count == calls
     lg.log_hyperparams.assert_called_once_with({"scale": 4, "git": git_commit()})
@@ -278,7 +279,7 @@ def test_rank_zero_only(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     lg._experiment.finish.assert_called_once_with()
     other = mock.MagicMock()  # not a wandb logger: untouched
-    record_wandb_run([other], {"scale": 4})
+    record_wandb_run([other], {"scale": 4}, git_commit())
     finish_wandb_runs([other], metrics)
     assert not other.method_calls
 

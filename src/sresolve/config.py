@@ -38,6 +38,21 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong type; the message names the key path."""
 
 
+def instantiate_group(node: Any, label: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node)``; a failing constructor becomes one :class:`ConfigError` naming ``label``
+    (e.g. ``data (df2k)``, ``logger.wandb (...)``) with the constructor's own message, not Hydra's wrapper (a
+    :class:`ConfigError` of the constructor passes through as it is)."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **kwargs)
+    except Exception as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(f"{label}: {cause}") from None
+
+
 def conf_dir() -> Path:
     """The Hydra config tree: ``$SRESOLVE_CONF`` if set, else ``conf/`` at the repository root."""
     env = os.environ.get("SRESOLVE_CONF")
@@ -130,10 +145,12 @@ def check_ddp_sweep(trainer: Mapping[str, Any]) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from sresolve.models.checkpoint_io import in_submitit_job
+
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return
     one_process = trainer.get("devices", 1) in (1, "1") and int(trainer.get("num_nodes", 1) or 1) == 1
-    external = "SLURM_NTASKS" in os.environ or "SUBMITIT_EXECUTOR" in os.environ
+    external = "SLURM_NTASKS" in os.environ or in_submitit_job()
     if str(trainer.get("strategy")) == "ddp" and not one_process and not external:
         raise ConfigError(
             "trainer.strategy=ddp in a --multirun: every DDP rank would re-launch the whole sweep. Use "

@@ -22,8 +22,8 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sresolve.config import ConfigError
-from sresolve.provenance import git_commit, results_table
+from sresolve.config import ConfigError, instantiate_group
+from sresolve.results import results_table
 
 #: the config key of the wandb logger, named in config errors
 WANDB_KEY = "logger.wandb"
@@ -129,21 +129,11 @@ def wandb_logger(
 def build_loggers(cfg: DictConfig) -> list[Logger]:
     """Instantiate every entry of ``cfg.logger`` (none for ``logger=none``); a failing constructor raises
     :class:`~sresolve.config.ConfigError` naming ``logger.<key>``."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    loggers: list[Logger] = []
-    for key, lg_cfg in (cfg.get("logger") or {}).items():
-        if lg_cfg is None:
-            continue
-        try:
-            loggers.append(instantiate(lg_cfg))
-        except InstantiationException as err:
-            cause = err.__cause__ or err
-            if isinstance(cause, ConfigError):
-                raise cause from None
-            raise ConfigError(f"logger.{key} ({lg_cfg.get('_target_', '?')}): {cause}") from None
-    return loggers
+    return [
+        instantiate_group(lg_cfg, f"logger.{key} ({lg_cfg.get('_target_', '?')})")
+        for key, lg_cfg in (cfg.get("logger") or {}).items()
+        if lg_cfg is not None
+    ]
 
 
 def _wandb_loggers(loggers: Iterable[Any]) -> list[WandbLogger]:
@@ -152,15 +142,18 @@ def _wandb_loggers(loggers: Iterable[Any]) -> list[WandbLogger]:
 
 
 @rank_zero_only
-def record_wandb_run(loggers: Iterable[Any], run_cfg: DictConfig | Mapping[str, Any]) -> None:
+def record_wandb_run(
+    loggers: Iterable[Any], run_cfg: DictConfig | Mapping[str, Any], git: Mapping[str, Any] | None
+) -> None:
     """Record the run's provenance in each wandb logger (global rank zero only; nothing without one): the resolved
-    run config (pass it without the ``hydra`` node) as the wandb config, plus ``git`` = :func:`git_commit` of the
-    source tree (``{"sha", "dirty"}``, or null outside a git checkout)."""
+    run config (pass it without the ``hydra`` node) as the wandb config, plus ``git``: the run's
+    :func:`~sresolve.provenance.git_commit` (``{"sha", "dirty"}``, or None outside a git checkout), the same value
+    ``results.json`` records."""
     wandb_loggers = _wandb_loggers(loggers)
     if not wandb_loggers:
         return
     params = OmegaConf.to_container(run_cfg, resolve=True) if isinstance(run_cfg, DictConfig) else dict(run_cfg)
-    params["git"] = git_commit()
+    params["git"] = None if git is None else dict(git)
     for lg in wandb_loggers:
         lg.log_hyperparams(params)
 
@@ -168,7 +161,7 @@ def record_wandb_run(loggers: Iterable[Any], run_cfg: DictConfig | Mapping[str, 
 @rank_zero_only
 def log_results_table(loggers: Iterable[Any], metrics: Mapping[str, float], step: int | None = None) -> None:
     """Log the final validation metrics (those of ``results.json``) as the wandb Table ``results``: one row per
-    validation set, columns ``val_set``, ``psnr``, ``ssim``, ... (:func:`~sresolve.provenance.results_table`).
+    validation set, columns ``val_set``, ``psnr``, ``ssim``, ... (:func:`~sresolve.results.results_table`).
     Global rank zero only; nothing without a wandb logger or without per-set metrics."""
     columns, rows = results_table(metrics)
     if not rows:

@@ -1,10 +1,9 @@
-"""Run provenance: which source produced a run (:func:`git_commit`) and its final validation metrics as a table
-(:func:`results_table`), recorded in ``<run>/results.json`` and, with ``logger=wandb``, in the wandb run."""
+"""Run provenance: which source produced a run (:func:`git_commit`), recorded in ``<run>/results.json`` and, with
+``logger=wandb``, in the wandb run's config."""
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,23 +37,3 @@ def git_commit(path: str | Path | None = None) -> dict[str, Any] | None:
         return {"sha": sha, "dirty": None if status is None else bool(status.strip())}
     except Exception:  # provenance is best effort: never fail a run over it
         return None
-
-
-def results_table(metrics: Mapping[str, float]) -> tuple[list[str], list[list[Any]]]:
-    """The final validation metrics of ``results.json`` (``val/<set>/<metric>`` keys) as ``(columns, rows)``: one row
-    per validation set in logging order, columns ``val_set`` then every metric present (``psnr``, ``ssim``, then
-    e.g. ``lpips``, ``niqe``); a metric a set lacks is None. Keys without a set (the ``val/psnr`` alias of the first
-    set) are left out."""
-    per_set: dict[str, dict[str, float]] = {}
-    names: list[str] = []
-    for key, value in metrics.items():
-        parts = key.split("/")
-        if len(parts) < 3 or parts[0] != "val":
-            continue
-        val_set, metric = "/".join(parts[1:-1]), parts[-1]
-        per_set.setdefault(val_set, {})[metric] = float(value)
-        if metric not in names:
-            names.append(metric)
-    order = [m for m in ("psnr", "ssim") if m in names] + [m for m in names if m not in ("psnr", "ssim")]
-    rows = [[val_set, *(values.get(m) for m in order)] for val_set, values in per_set.items()]
-    return ["val_set", *order], rows

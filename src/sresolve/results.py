@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ __all__ = [
     "init_label",
     "read_run",
     "read_test_run",
+    "results_table",
     "run_overrides",
     "sweep_groups",
     "training_curves",
@@ -900,3 +901,23 @@ def training_curves(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
                 if key and key not in ("step", "epoch") and v is not None:
                     curves.setdefault(key, []).append((int(step), v))
     return curves
+
+
+def results_table(metrics: Mapping[str, float]) -> tuple[list[str], list[list[Any]]]:
+    """The final validation metrics of ``results.json`` (``val/<set>/<metric>`` keys) as ``(columns, rows)``: one row
+    per validation set in logging order, columns ``val_set`` then every metric present (``psnr``, ``ssim``, then
+    e.g. ``lpips``, ``niqe``); a metric a set lacks is None. Keys without a set (the ``val/psnr`` alias of the first
+    set) are left out."""
+    per_set: dict[str, dict[str, float]] = {}
+    names: list[str] = []
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) < 3 or parts[0] != "val":
+            continue
+        val_set, metric = "/".join(parts[1:-1]), parts[-1]
+        per_set.setdefault(val_set, {})[metric] = float(value)
+        if metric not in names:
+            names.append(metric)
+    order = [m for m in ("psnr", "ssim") if m in names] + [m for m in names if m not in ("psnr", "ssim")]
+    rows = [[val_set, *(values.get(m) for m in order)] for val_set, values in per_set.items()]
+    return ["val_set", *order], rows

@@ -286,14 +286,7 @@ class SAFMN(nn.Module):
             raise ValueError(f"SAFMN: upscaling_factor (scale) must be an int >= 1, got {upscaling_factor!r}")
         if not ffn_scale > 0:
             raise ValueError(f"SAFMN: ffn_scale must be > 0, got {ffn_scale!r}")
-        for name, flag in (
-            ("safm_modulation", safm_modulation),
-            ("safm_multiscale", safm_multiscale),
-            ("safm_aggregation", safm_aggregation),
-        ):
-            check_bool(flag, f"SAFMN: {name}")
-        if norm not in NORMS:
-            raise ValueError(f"SAFMN: unknown norm {norm!r}; allowed: {list(NORMS)}")
+        # the SAFM switches and the norm are checked where they are used (SAFM, make_norm)
         self.dim = dim
         self.n_blocks = n_blocks
         self.ffn_scale = float(ffn_scale)

@@ -22,7 +22,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from sresolve.config import ConfigError, conf_dir, split_model_cfg, to_dict, validate_train_cfg
+from sresolve.config import (
+    ConfigError,
+    conf_dir,
+    instantiate_group,
+    split_model_cfg,
+    to_dict,
+    validate_train_cfg,
+)
 from sresolve.validation import check_bool, check_choice, check_int
 
 log = logging.getLogger("sresolve.train")
@@ -85,18 +92,14 @@ def compile_backends() -> list[str]:
 
 
 def build_datamodule(cfg: DictConfig) -> Any:
-    try:
-        return instantiate(cfg.data, _convert_="all")
-    except Exception as err:  # hydra wraps constructor errors; surface the cause with the group named
-        cause = err.__cause__ or err
-        raise ConfigError(f"data ({cfg.data.get('name', '?')}): {cause}") from None
+    return instantiate_group(cfg.data, f"data ({cfg.data.get('name', '?')})", _convert_="all")
 
 
 def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
     """``ckpt_path=last`` → this run's ``checkpoints/last.ckpt``; a fresh start archives old checkpoints. A submitit
     job (``hydra/launcher=slurm``) whose folder already holds a ``last.ckpt`` is that job requeued after its time
     limit or a preemption: it resumes (each launch writes a new sweep folder, so a new job never finds one)."""
-    from sresolve.models.checkpoint_io import submitit_signal
+    from sresolve.models.checkpoint_io import in_submitit_job
 
     ckpt_dir = output_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
@@ -104,7 +107,7 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
         if not last.is_file():
             raise ConfigError(f"ckpt_path=last but {last} does not exist: nothing to resume in run '{cfg.run_name}'")
         return str(last)
-    if cfg.ckpt_path is None and submitit_signal() is not None and last.is_file():
+    if cfg.ckpt_path is None and in_submitit_job() and last.is_file():
         log.warning("submitit job requeued: resuming from %s", last)
         return str(last)
     if cfg.ckpt_path is None and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
@@ -119,6 +122,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from sresolve.data.io import ImageReadError
     from sresolve.loggers import build_loggers, finish_wandb_runs, record_wandb_run
     from sresolve.models.checkpoint_io import AtomicCheckpointIO
+    from sresolve.provenance import git_commit
 
     validate_train_cfg(cfg)
     output_dir = Path(cfg.paths.output_dir)
@@ -135,10 +139,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
+    git = git_commit() if trainer.is_global_zero else None  # the run's source: results.json and the wandb config
     if trainer.is_global_zero:
         run_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         OmegaConf.save(run_cfg, output_dir / "config.yaml", resolve=True)
-        record_wandb_run(loggers, run_cfg)  # wandb: resolved config + git commit (rank zero)
+        record_wandb_run(loggers, run_cfg, git)  # wandb: resolved config + git commit (rank zero)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except (FileNotFoundError, ImageReadError) as err:  # data missing or unreadable: name it, no traceback
@@ -151,7 +156,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             paths = module.export_weights(output_dir / "weights")
             log.info("exported weights: %s", ", ".join(str(p) for p in paths.values()))
         best = next((c for c in callbacks if getattr(c, "monitor", None) and c.best_model_path), None)
-        write_results(cfg, output_dir, metrics, int(trainer.global_step), best, init)
+        write_results(cfg, output_dir, metrics, int(trainer.global_step), best, init, git)
         finish_wandb_runs(loggers, metrics, int(trainer.global_step))  # wandb: `results` table, run finished
         log.info(
             "run folder: %s | best checkpoint: %s | final val: %s",
@@ -198,13 +203,17 @@ def _previous_init(output_dir: Path) -> dict[str, Any] | None:
 
 
 def write_results(
-    cfg: DictConfig, output_dir: Path, metrics: dict[str, float], step: int, best: Any, init: dict[str, Any] | None
+    cfg: DictConfig,
+    output_dir: Path,
+    metrics: dict[str, float],
+    step: int,
+    best: Any,
+    init: dict[str, Any] | None,
+    git: dict[str, Any] | None,
 ) -> Path:
     """``<run>/results.json``: the final validation metrics, the best tracked score, the step, the scale, network,
     data and initialisation of the run (what ``sresolve-collect`` reads to build result tables), and the git commit of
     the source (``{"sha", "dirty"}``, null outside a git checkout: :func:`sresolve.provenance.git_commit`)."""
-    from sresolve.provenance import git_commit
-
     best_score = getattr(best, "best_model_score", None)
     payload = {
         "run_name": str(cfg.run_name),
@@ -215,7 +224,7 @@ def write_results(
         "metrics": metrics,
         "best": {str(best.monitor): float(best_score)} if best_score is not None else {},
         "pretrain": init,
-        "git": git_commit(),
+        "git": git,
     }
     return _write_json(output_dir / "results.json", payload)
 

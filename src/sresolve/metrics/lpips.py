@@ -38,6 +38,7 @@ __all__ = [
     "LPIPSBackboneError",
     "LPIPSBackboneNotFoundError",
     "backbone_file",
+    "check_lpips_net",
     "load_lpips",
 ]
 
@@ -63,7 +64,8 @@ class LPIPSBackboneError(ValueError):
     """A backbone weights file that cannot be read or does not fit the network (the message names the file)."""
 
 
-def _check_net(net: object, key: str = "lpips_net") -> str:
+def check_lpips_net(net: object, key: str = "lpips_net") -> str:
+    """``net`` if it names an LPIPS network (:data:`LPIPS_NETS`), else a ``ValueError`` naming ``key``."""
     if not isinstance(net, str) or net not in LPIPS_NETS:
         raise ValueError(f"{key}={net!r}: unknown LPIPS network; allowed: {sorted(LPIPS_NETS)}")
     return net
@@ -72,7 +74,7 @@ def _check_net(net: object, key: str = "lpips_net") -> str:
 def backbone_file(net: str = "alex") -> Path:
     """Where the torchvision ImageNet weights of ``net``'s backbone are looked for: ``<torch hub dir>/checkpoints/``
     (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_NETS[_check_net(net, "net")][1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_NETS[check_lpips_net(net, "net")][1]
 
 
 def _torchvision_key(name: str) -> str:
@@ -103,7 +105,7 @@ class LPIPS(nn.Module):
         super().__init__()
         from torchmetrics.functional.image.lpips import _NoTrainLpips
 
-        self.net_name = _check_net(net, "net")
+        self.net_name = check_lpips_net(net, "net")
         self.source = source or (RANDOM_BACKBONE if backbone is None else "given state dict")
         # torchvision initialises the backbone (and the unused classifier) from the global RNG: fork it, so that the
         # random backbone is the same in every process and building the metric never shifts the training stream.
@@ -221,7 +223,7 @@ def load_lpips(
             hub folder to put it in and ``key``).
         LPIPSBackboneError: the file cannot be read or does not fit the backbone (names the file).
     """
-    net = _check_net(net)
+    net = check_lpips_net(net)
     if isinstance(backbone, str) and backbone.strip().lower() == RANDOM_BACKBONE:
         return LPIPS(net, None, source=RANDOM_BACKBONE).to(device)
     arch, filename = LPIPS_NETS[net]

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sresolve.metrics.lpips import LPIPS, LPIPS_NETS, LPIPSBackboneNotFoundError, load_lpips
+from sresolve.metrics.lpips import LPIPS, LPIPSBackboneNotFoundError, check_lpips_net, load_lpips
 from sresolve.metrics.modules import ImageQualityMetric
 from sresolve.metrics.niqe import NIQEImageTooSmallError, PristineModel, niqe_batch
 from sresolve.metrics.protocol import quantize
@@ -149,8 +149,7 @@ def perceptual_from_config(
     logger = logger or log
     want_lpips = check_bool(values["lpips"], f"{prefix}lpips")
     want_niqe = check_bool(values["niqe"], f"{prefix}niqe")
-    if not isinstance(lpips_net, str) or lpips_net not in LPIPS_NETS:
-        raise ValueError(f"{prefix}lpips_net={lpips_net!r}: unknown LPIPS network; allowed: {sorted(LPIPS_NETS)}")
+    check_lpips_net(lpips_net, f"{prefix}lpips_net")
     backbone = _optional_text(lpips_backbone, f"{prefix}lpips_backbone")
     model_path = _optional_text(niqe_model, f"{prefix}niqe_model")
     out = PerceptualMetrics()

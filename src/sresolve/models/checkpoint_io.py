@@ -105,10 +105,15 @@ class PreemptionCheckpoint(Callback):
             self._submitit = None
 
 
+def in_submitit_job() -> bool:
+    """Whether this process is a task of a submitit job (``hydra/launcher=slurm`` / ``submitit_local``)."""
+    return "SUBMITIT_EXECUTOR" in os.environ
+
+
 def submitit_signal() -> signal.Signals | None:
-    """The signal submitit sends before a job's time limit (and on preemption) when this process is a submitit job
-    (``hydra/launcher=slurm`` / ``submitit_local``): ``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default; else None."""
-    if "SUBMITIT_EXECUTOR" not in os.environ:
+    """The signal submitit sends before a job's time limit (and on preemption) when this process is a submitit job:
+    ``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default; else None."""
+    if not in_submitit_job():
         return None
     name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
     return getattr(signal, f"SIG{name}", None)

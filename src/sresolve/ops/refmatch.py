@@ -280,20 +280,20 @@ class _RunningBest:
 
 
 # --------------------------------------------------------------------------------------------------- the matcher
-_CHOICES = {
-    "similarity": ("cosine", "ref_norm"),
-    "level1": ("joint", "per_group"),
-    "projection": ("per_group", "single"),
-    "padding": ("same", "valid"),
-    "subvector_division": ("input", "none", "refs", "both"),
-}
-
 #: supp. Table 4: subvector division → (level 1 split into N_C subvectors, levels 2/3 split into N_C subvectors).
 SUBVECTOR_DIVISIONS: dict[str, tuple[bool, bool]] = {
     "input": (True, False),
     "none": (False, False),
     "refs": (False, True),
     "both": (True, True),
+}
+
+_CHOICES = {
+    "similarity": ("cosine", "ref_norm"),
+    "level1": ("joint", "per_group"),
+    "projection": ("per_group", "single"),
+    "padding": ("same", "valid"),
+    "subvector_division": tuple(SUBVECTOR_DIVISIONS),
 }
 
 
