@@ -200,7 +200,12 @@ def load_state_dict(path_or_dict: PathLike | Mapping[str, Any], key: str | None 
 
 
 def load_model(
-    path_or_state_dict: PathLike | Mapping[str, Any], *, key: str | None = None, strict: bool = True, **overrides: Any
+    path_or_state_dict: PathLike | Mapping[str, Any],
+    *,
+    key: str | None = None,
+    strict: bool = True,
+    head_scale: int | None = None,
+    **overrides: Any,
 ) -> nn.Module:
     """Build the registered network matching a weights file (family, variant and scale inferred from tensor shapes),
     load the weights (``strict`` by default) and return it in eval mode on the CPU.
@@ -209,7 +214,8 @@ def load_model(
     scale_code="cell")`` for the official EQSR checkpoints (choice E1) or ``alpha=0.1`` for a HAT ablation model.
 
     A multi-scale file of multi-related-task pre-training (``body.*`` + ``heads.x<s>.*``) gives the ×``scale`` network
-    (``scale`` override required).
+    (the ``scale`` override, else ``head_scale``, is required; ``head_scale`` is ignored for any other file, so a
+    caller that does not know the file's kind can pass it).
 
     Raises ``ValueError`` when no detector recognises the state dict (listing the families tried and the first keys)
     or when the weights do not fit the inferred network.
@@ -220,12 +226,12 @@ def load_model(
     source = str(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) else "<state dict>"
     if is_multi_scale_state(sd):
         heads = multi_scale_head_scales(sd)
-        if overrides.get("scale") not in heads:
+        if overrides.get("scale", head_scale) not in heads:
             raise ValueError(
                 f"{source} holds one body and heads for x{heads} (multi-related-task pre-training): pass scale=<one "
                 f"of {heads}> (sresolve-upscale: scale=<s>) or load its net_g_*_x<s> export"
             )
-        sd = single_scale_state_dict(sd, overrides.pop("scale"))
+        sd = single_scale_state_dict(sd, overrides.pop("scale", head_scale))
     found = detect_arch(sd)
     if found is None:
         keys = list(sd)

@@ -26,8 +26,7 @@ log = logging.getLogger("sresolve.upscale")
 
 
 def run_upscale(cfg: DictConfig) -> list[Path]:
-    from sresolve.archs.layers import is_multi_scale_state
-    from sresolve.checkpoints import load_model, load_state_dict
+    from sresolve.checkpoints import load_model
     from sresolve.cli._common import describe, pick_device
     from sresolve.data.io import list_images, read_image, write_image
     from sresolve.ops.tiling import auto_tile, num_tiles, upscale
@@ -44,9 +43,8 @@ def run_upscale(cfg: DictConfig) -> list[Path]:
     device = pick_device(str(cfg.device))
     overrides: dict[str, Any] = {"scale_code": str(cfg.scale_code)} if cfg.get("scale_code") else {}
     scale = cfg.get("scale")
-    if scale is not None and float(scale).is_integer() and is_multi_scale_state(load_state_dict(weights, key=cfg.key)):
-        overrides["scale"] = int(scale)  # a multi-task pre-training file: the head of this scale
-    net = load_model(weights, key=cfg.key, **overrides).to(device).eval()
+    head = int(scale) if scale is not None and float(scale).is_integer() else None  # of a multi-task pre-training file
+    net = load_model(weights, key=cfg.key, head_scale=head, **overrides).to(device).eval()
     if scale is not None and not getattr(net, "arbitrary_scale", False) and float(scale) != float(net.scale):
         raise ConfigError(
             f"scale={scale}: {weights.name} is a fixed x{net.scale} network (use arbitrary-scale weights)"
