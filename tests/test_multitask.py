@@ -130,7 +130,7 @@ def test_every_head_learns_at_every_step(samples_root: Path) -> None:
         MultiTaskSRModule("hat", {**TINY_HAT_KW, "scale": 8}, {"name": "adam"}, {"name": "cosine"}, {"l1": 1.0})
 
 
-def test_finetuning_reads_the_target_head_from_a_multi_scale_file() -> None:
+def test_finetuning_reads_the_target_head_from_a_multi_scale_file(tmp_path: Path) -> None:
     """Every loading strategy reads a multi-scale file as the ×s network: body + the ×s head; a scale without a head
     is an error naming the missing upsampler keys and the heads the file has."""
     from sresolve.pretrain import PretrainMismatchError, transfer_weights
@@ -146,6 +146,18 @@ def test_finetuning_reads_the_target_head_from_a_multi_scale_file() -> None:
         PretrainMismatchError, match=r"missing from the file: upsample\..*heads for x\[2, 3, 4\], none for x8"
     ):
         transfer_weights(archs.create("hat", scale=8, **TINY_HAT_KW), state)
+    # sresolve-test builds the network from the config and loads the file into it: the x3 head
+    from sresolve.cli._common import load_weights_into
+    from sresolve.config import ConfigError
+
+    torch.save({"params": state}, tmp_path / "multi.pth")
+    net3 = archs.create("hat", scale=3, **TINY_HAT_KW).eval()
+    load_weights_into(net3, tmp_path / "multi.pth")
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(net3(x), _multi().eval()(x, scale=3))
+    with pytest.raises(ConfigError, match=r"missing \['upsample\."):
+        load_weights_into(archs.create("hat", scale=8, **TINY_HAT_KW), tmp_path / "multi.pth")
 
 
 def test_table7_sweeps_and_report(samples_root: Path, tmp_path: Path, run_cli: Callable[..., Any]) -> None:

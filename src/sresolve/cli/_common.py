@@ -25,11 +25,15 @@ def pick_device(name: str) -> torch.device:
 
 
 def load_weights_into(net: nn.Module, path: str | Path, key: str | None = None) -> None:
-    """Load a weights file into a network built from the config, strictly, naming keys and shapes on mismatch."""
+    """Load a weights file into a network built from the config, strictly, naming keys and shapes on mismatch. A
+    multi-task pre-training file (one body, a head per scale) gives the body and the head of the network's scale."""
+    from sresolve.archs.layers import is_multi_scale_state, single_scale_state_dict
     from sresolve.checkpoints import load_state_dict
 
     state = load_state_dict(path, key=key)
     own = net.state_dict()
+    if is_multi_scale_state(state) and not is_multi_scale_state(own):
+        state = single_scale_state_dict(state, getattr(net, "scale", None))  # no head for it: upsample.* missing
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = [
